@@ -1,0 +1,95 @@
+"""Plain data read from Partner Center and Dataverse. No behaviour, no I/O."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+def norm_id(value: str) -> str:
+    """A GUID in canonical lower-case form. Raises ValueError on anything that is not a GUID."""
+    return str(uuid.UUID(value.strip()))
+
+
+def maybe_id(value: object) -> str | None:
+    """norm_id for optional values read from an API (None, '' -> None)."""
+    if value is None or value == "":
+        return None
+    return norm_id(str(value))
+
+
+def is_guid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except (ValueError, AttributeError, TypeError):
+        return False
+    # uuid.UUID also takes 32 bare hex digits and braces; we only take the 8-4-4-4-12 form.
+    return len(value) == 36
+
+
+@dataclass(frozen=True)
+class Customer:
+    id: str
+    company_name: str = ""
+
+
+@dataclass(frozen=True)
+class PcSubscription:
+    """A Partner Center subscription. Enums (status, billingType) stay open strings."""
+
+    id: str
+    customer_id: str
+    offer_id: str = ""
+    offer_name: str = ""
+    friendly_name: str = ""
+    quantity: int = 0
+    status: str = ""
+    billing_type: str = ""
+    creation_date: str | None = None
+    raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def display_name(self) -> str:
+        return self.friendly_name or self.offer_name or self.offer_id or self.id
+
+
+@dataclass(frozen=True)
+class SubscriptionRecord:
+    """A work365 subscription row in Dataverse."""
+
+    id: str
+    provider_subscription_id: str | None
+    account_id: str | None
+    billing_contract_id: str | None
+    created_on: datetime | None
+    etag: str | None = None
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class ProviderAccount:
+    id: str
+    customer_id: str | None
+    account_id: str | None
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class BillingContract:
+    id: str
+    account_id: str | None
+    is_default: bool
+    active: bool
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class AssociationSetting:
+    """The Admin Hub setting and the cutoff derived for it."""
+
+    enabled: bool
+    since: datetime | None
+    since_source: str | None  # "setting" | "audit" | "modifiedon" | None
+    row_id: str | None = None

@@ -1,0 +1,167 @@
+"""Partner Center REST client: customers (continuation paging) and subscriptions per customer."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import quote
+
+import requests
+
+from .errors import ApiError, InvalidResponseError
+from .http import Transport
+from .model import Customer, PcSubscription, is_guid
+
+log = logging.getLogger(__name__)
+
+SERVICE = "partnerCenter"
+NO_RELATIONSHIP = "20002"
+
+
+def parse_error(response: requests.Response) -> tuple[str, str]:
+    """Partner Center errors are `{code, description, data, source}`."""
+    try:
+        body = response.json()
+    except ValueError:
+        return str(response.status_code), (response.reason or "no error body")
+    if isinstance(body, dict):
+        code = body.get("code", body.get("errorCode", response.status_code))
+        description = body.get("description") or body.get("message") or response.reason or ""
+        return str(code), str(description)[:500]
+    return str(response.status_code), response.reason or ""
+
+
+class PartnerCenterClient:
+    def __init__(
+        self,
+        base_url: str,
+        transport: Transport,
+        correlation_id: str,
+        *,
+        page_size: int = 500,
+    ) -> None:
+        self._base = base_url.rstrip("/") + "/v1"
+        self._transport = transport
+        self._correlation_id = correlation_id
+        self._page_size = page_size
+
+    def _headers(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        headers = {
+            "Accept": "application/json",
+            "MS-RequestId": str(uuid.uuid4()),  # one per logical call, reused by its retries
+            "MS-CorrelationId": self._correlation_id,
+        }
+        headers.update(extra or {})
+        return headers
+
+    def iter_customers(self) -> Iterator[Customer]:
+        """Every customer, page by page. The next request is built from the continuation token:
+        `links.next.uri` is relative and its form varies."""
+        url = f"{self._base}/customers?size={self._page_size}"
+        headers = self._headers()
+        seen_tokens: set[str] = set()
+        page = 0
+        while True:
+            body = self._transport.send_json("GET", url, headers=headers)
+            page += 1
+            items = _items(body, "customers")
+            log.info("partner center: customers page %d with %d customers", page, len(items))
+            for item in items:
+                customer = _customer(item)
+                if customer is not None:
+                    yield customer
+            token = _continuation_token(body)
+            if token is None:
+                return
+            if token in seen_tokens:
+                raise InvalidResponseError(
+                    SERVICE, 200, "paging-loop", "customers paging returned a token already used"
+                )
+            seen_tokens.add(token)
+            url = f"{self._base}/customers?size={self._page_size}&seekOperation=Next"
+            headers = self._headers({"MS-ContinuationToken": token})
+
+    def customer(self, customer_id: str) -> Customer:
+        body = self._transport.send_json(
+            "GET", f"{self._base}/customers/{quote(customer_id)}", headers=self._headers()
+        )
+        customer = _customer(body) if isinstance(body, dict) else None
+        if customer is None:
+            raise InvalidResponseError(SERVICE, 200, "invalid-customer", "customer has no id")
+        return customer
+
+    def subscriptions(self, customer_id: str) -> list[PcSubscription]:
+        """All subscriptions of one customer (the API does not page this call)."""
+        body = self._transport.send_json(
+            "GET",
+            f"{self._base}/customers/{quote(customer_id)}/subscriptions",
+            headers=self._headers(),
+        )
+        out = []
+        for item in _items(body, "subscriptions"):
+            sub = _subscription(item, customer_id)
+            if sub is not None:
+                out.append(sub)
+        return out
+
+
+def is_no_relationship(exc: ApiError) -> bool:
+    return exc.status == 403 and exc.code == NO_RELATIONSHIP
+
+
+def _items(body: Any, what: str) -> list[dict[str, Any]]:
+    if not isinstance(body, dict) or not isinstance(body.get("items"), list):
+        raise InvalidResponseError(SERVICE, 200, "invalid-collection", f"{what}: no 'items' list")
+    return [item for item in body["items"] if isinstance(item, dict)]
+
+
+def _continuation_token(body: dict[str, Any]) -> str | None:
+    links = body.get("links")
+    nxt = links.get("next") if isinstance(links, dict) else None
+    if not isinstance(nxt, dict):
+        return None
+    for header in nxt.get("headers") or []:
+        if isinstance(header, dict) and str(header.get("key", "")).lower() == (
+            "ms-continuationtoken"
+        ):
+            value = header.get("value")
+            if value:
+                return str(value)
+    token = body.get("continuationToken")
+    if token:
+        return str(token)
+    raise InvalidResponseError(
+        SERVICE, 200, "invalid-paging", "customers page has links.next but no continuation token"
+    )
+
+
+def _customer(item: dict[str, Any]) -> Customer | None:
+    raw_id = item.get("id")
+    if not isinstance(raw_id, str) or not is_guid(raw_id):
+        log.warning("partner center: skipping a customer without a GUID id")
+        return None
+    profile = item.get("companyProfile")
+    name = profile.get("companyName", "") if isinstance(profile, dict) else ""
+    return Customer(id=raw_id.lower(), company_name=str(name or ""))
+
+
+def _subscription(item: dict[str, Any], customer_id: str) -> PcSubscription | None:
+    raw_id = item.get("id")
+    if not isinstance(raw_id, str) or not is_guid(raw_id):
+        log.warning("partner center: skipping a subscription without a GUID id")
+        return None
+    quantity = item.get("quantity", 0)
+    return PcSubscription(
+        id=raw_id.lower(),
+        customer_id=customer_id.lower(),
+        offer_id=str(item.get("offerId") or ""),
+        offer_name=str(item.get("offerName") or ""),
+        friendly_name=str(item.get("friendlyName") or ""),
+        quantity=quantity if isinstance(quantity, int) else 0,
+        status=str(item.get("status") or ""),
+        billing_type=str(item.get("billingType") or ""),
+        creation_date=str(item["creationDate"]) if item.get("creationDate") else None,
+        raw=item,
+    )

@@ -1,0 +1,268 @@
+"""Work 365 tables in Dataverse, read in bulk and written conditionally, as model objects."""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from datetime import datetime
+from typing import Any
+
+from .dataverse import DataverseClient, odata_guid, odata_string
+from .errors import ApiError, InvalidResponseError
+from .metadata import SubscriptionBindings
+from .model import (
+    AssociationSetting,
+    BillingContract,
+    PcSubscription,
+    ProviderAccount,
+    SubscriptionRecord,
+    maybe_id,
+)
+from .schema import Schema
+from .settings import parse_timestamp
+
+log = logging.getLogger(__name__)
+
+# Records created in create mode without an alternate key get uuid5(NAMESPACE, provider
+# subscription id in lower case): a rerun (or a crash and rerun) addresses the same row, and
+# If-None-Match: * turns a second create into a 412 instead of a duplicate. Never change it.
+RECORD_NAMESPACE = uuid.UUID("6f1c2d52-3a5e-4c8e-9f1b-365b1110c0de")
+
+_ENTITY_ID = re.compile(r"\(([0-9a-fA-F-]{36})\)\s*$")
+
+
+def deterministic_record_id(provider_subscription_id: str) -> str:
+    return str(uuid.uuid5(RECORD_NAMESPACE, provider_subscription_id.lower()))
+
+
+def lookup(name: str) -> str:
+    """The read-side column of a lookup attribute."""
+    return f"_{name}_value"
+
+
+class Repository:
+    def __init__(self, client: DataverseClient, schema: Schema) -> None:
+        self.client = client
+        self.schema = schema
+
+    # ---- setting and cutoff ---------------------------------------------------------------
+
+    def read_setting(self, override: datetime | None) -> tuple[AssociationSetting, list[str]]:
+        t = self.schema.setting
+        warnings: list[str] = []
+        rows = list(
+            self.client.iter_rows(
+                t.entity_set,
+                select=[t.id, t.associate_default, "modifiedon"],
+                orderby="modifiedon desc",
+            )
+        )
+        if not rows:
+            warnings.append(
+                f"no Admin Hub setting row in {t.table}: Associate Default Billing Contract is "
+                "treated as No"
+            )
+            source = "setting" if override else None
+            return AssociationSetting(False, override, source), warnings
+        if len(rows) > 1:
+            warnings.append(
+                f"{len(rows)} Admin Hub setting rows in {t.table}: using the most recently "
+                "modified one"
+            )
+        row = rows[0]
+        enabled = row.get(t.associate_default) is True
+        row_id = maybe_id(row.get(t.id))
+        if override is not None:
+            return AssociationSetting(enabled, override, "setting", row_id), warnings
+        since = self._audit_cutoff(row_id, warnings) if row_id else None
+        if since is not None:
+            return AssociationSetting(enabled, since, "audit", row_id), warnings
+        modified = parse_timestamp(str(row.get("modifiedon") or ""))
+        if modified is None:
+            warnings.append("the Admin Hub setting row has no modifiedon: no cutoff is known")
+            return AssociationSetting(enabled, None, None, row_id), warnings
+        warnings.append(
+            "cutoff taken from the Admin Hub setting row's modifiedon: editing that row moves "
+            "the cutoff. Turn on auditing for the column or set WORK365_ASSOCIATE_SINCE."
+        )
+        return AssociationSetting(enabled, modified, "modifiedon", row_id), warnings
+
+    def _audit_cutoff(self, row_id: str, warnings: list[str]) -> datetime | None:
+        t = self.schema.setting
+        try:
+            details = self.client.attribute_change_history(
+                t.entity_set, row_id, t.associate_default
+            )
+        except ApiError as exc:
+            warnings.append(
+                f"could not read the audit history of {t.associate_default} "
+                f"({exc.status} {exc.code}); falling back to modifiedon"
+            )
+            return None
+        latest: datetime | None = None
+        for detail in details:
+            new = detail.get("NewValue")
+            record = detail.get("AuditRecord")
+            if not isinstance(new, dict) or not isinstance(record, dict):
+                continue
+            if new.get(t.associate_default) is not True:
+                continue
+            when = parse_timestamp(str(record.get("createdon") or ""))
+            if when is not None and (latest is None or when > latest):
+                latest = when
+        return latest
+
+    # ---- bulk reads --------------------------------------------------------------------------
+
+    def provider_accounts(self) -> list[ProviderAccount]:
+        t = self.schema.provider_account
+        out = []
+        for row in self.client.iter_rows(
+            t.entity_set, select=[t.id, t.name, t.customer_id, lookup(t.account)]
+        ):
+            customer = row.get(t.customer_id)
+            out.append(
+                ProviderAccount(
+                    id=_required_id(row, t.id, t.table),
+                    customer_id=_guid_or_none(customer),
+                    account_id=maybe_id(row.get(lookup(t.account))),
+                    name=str(row.get(t.name) or ""),
+                )
+            )
+        return out
+
+    def default_contracts(self) -> list[BillingContract]:
+        """Every contract flagged Is Default, active or not (plan() ignores inactive ones; the
+        report lists them)."""
+        t = self.schema.billing_contract
+        out = []
+        for row in self.client.iter_rows(
+            t.entity_set,
+            select=[t.id, t.name, t.is_default, t.state, lookup(t.account)],
+            filter=f"{t.is_default} eq true",
+        ):
+            out.append(
+                BillingContract(
+                    id=_required_id(row, t.id, t.table),
+                    account_id=maybe_id(row.get(lookup(t.account))),
+                    is_default=row.get(t.is_default) is True,
+                    active=row.get(t.state) == t.active_state,
+                    name=str(row.get(t.name) or ""),
+                )
+            )
+        return out
+
+    def _record_select(self) -> list[str]:
+        t = self.schema.subscription
+        return [
+            t.id,
+            t.name,
+            t.provider_subscription_id,
+            lookup(t.account),
+            lookup(t.billing_contract),
+            "createdon",
+        ]
+
+    def _record(self, row: dict[str, Any]) -> SubscriptionRecord:
+        t = self.schema.subscription
+        return SubscriptionRecord(
+            id=_required_id(row, t.id, t.table),
+            provider_subscription_id=_guid_or_none(row.get(t.provider_subscription_id)),
+            account_id=maybe_id(row.get(lookup(t.account))),
+            billing_contract_id=maybe_id(row.get(lookup(t.billing_contract))),
+            created_on=parse_timestamp(str(row.get("createdon") or "")),
+            etag=str(row["@odata.etag"]) if row.get("@odata.etag") else None,
+            name=str(row.get(t.name) or ""),
+        )
+
+    def subscription_records(self) -> list[SubscriptionRecord]:
+        t = self.schema.subscription
+        return [
+            self._record(row)
+            for row in self.client.iter_rows(
+                t.entity_set,
+                select=self._record_select(),
+                filter=f"{t.provider_subscription_id} ne null",
+            )
+        ]
+
+    def record(self, address: str) -> SubscriptionRecord:
+        """Re-read one record by id or key address (NotFoundError when gone)."""
+        t = self.schema.subscription
+        return self._record(
+            self.client.get_row(t.entity_set, address, select=self._record_select())
+        )
+
+    # ---- writes -----------------------------------------------------------------------------
+
+    def assign(
+        self, record: SubscriptionRecord, contract_id: str, bindings: SubscriptionBindings
+    ) -> None:
+        """Bind the contract only if the record is unchanged since read (ConflictError: 412)."""
+        if not record.etag:
+            raise InvalidResponseError(
+                "dataverse", 200, "no-etag", f"record {record.id} was read without an ETag"
+            )
+        body = {
+            f"{bindings.billing_contract_nav}@odata.bind": (
+                f"/{self.schema.billing_contract.entity_set}({odata_guid(contract_id)})"
+            )
+        }
+        self.client.update(self.schema.subscription.entity_set, record.id, body, etag=record.etag)
+
+    def create_address(self, sub: PcSubscription, bindings: SubscriptionBindings) -> str:
+        t = self.schema.subscription
+        if bindings.alternate_key:
+            return f"{t.provider_subscription_id}={odata_string(sub.id.lower())}"
+        return deterministic_record_id(sub.id)
+
+    def create(
+        self,
+        sub: PcSubscription,
+        account_id: str | None,
+        contract_id: str | None,
+        bindings: SubscriptionBindings,
+    ) -> str:
+        """Create-only (If-None-Match: *) at a deterministic address; ConflictError when the
+        record exists already. Returns the new record id."""
+        t = self.schema.subscription
+        body: dict[str, Any] = {
+            t.provider_subscription_id: sub.id.lower(),
+            t.name: sub.display_name[:100],
+        }
+        if account_id:
+            body[f"{bindings.account_nav}@odata.bind"] = (
+                f"/{self.schema.account.entity_set}({odata_guid(account_id)})"
+            )
+        if contract_id:
+            body[f"{bindings.billing_contract_nav}@odata.bind"] = (
+                f"/{self.schema.billing_contract.entity_set}({odata_guid(contract_id)})"
+            )
+        address = self.create_address(sub, bindings)
+        entity_id = self.client.create_only(t.entity_set, address, body)
+        if not bindings.alternate_key:
+            return address
+        match = _ENTITY_ID.search(entity_id or "")
+        if match is None:
+            raise InvalidResponseError(
+                "dataverse", 204, "no-entity-id", "create answered without an OData-EntityId"
+            )
+        return match.group(1).lower()
+
+
+def _guid_or_none(value: object) -> str | None:
+    try:
+        return maybe_id(value)
+    except ValueError:
+        return None
+
+
+def _required_id(row: dict[str, Any], column: str, table: str) -> str:
+    try:
+        value = maybe_id(row.get(column))
+    except ValueError:
+        value = None
+    if value is None:
+        raise InvalidResponseError("dataverse", 200, "invalid-row", f"{table} row without {column}")
+    return value

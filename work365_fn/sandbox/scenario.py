@@ -1,0 +1,333 @@
+"""Scenario files: the seed data of the sandbox, validated with errors that name the bad field."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+from ..model import is_guid
+from ..settings import parse_timestamp
+
+
+class ScenarioError(ConfigError):
+    """A scenario file is unreadable or has a bad field (the message names it)."""
+
+
+@dataclass(frozen=True)
+class ScenarioSetting:
+    associate_default_billing_contract: bool
+    enabled_on: datetime | None
+    audit_enabled: bool = True
+
+
+@dataclass(frozen=True)
+class ScenarioAccount:
+    id: str
+    name: str
+
+
+@dataclass(frozen=True)
+class ScenarioProviderAccount:
+    id: str
+    customer_id: str | None
+    account_id: str | None
+    name: str
+
+
+@dataclass(frozen=True)
+class ScenarioContract:
+    id: str
+    account_id: str | None
+    name: str
+    is_default: bool
+    active: bool
+
+
+@dataclass(frozen=True)
+class ScenarioSubscription:
+    id: str
+    provider_subscription_id: str | None
+    account_id: str | None
+    billing_contract_id: str | None
+    created_on: datetime | None
+    name: str
+    billing_references: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ScenarioPcSubscription:
+    raw: dict[str, Any]  # the Partner Center item as served (id, offerId, ...)
+
+    @property
+    def id(self) -> str:
+        return str(self.raw["id"])
+
+
+@dataclass(frozen=True)
+class ScenarioCustomer:
+    id: str
+    company_name: str
+    subscriptions: tuple[ScenarioPcSubscription, ...]
+    relationship: bool = True  # False -> 403 code 20002 on its subscriptions
+
+
+@dataclass(frozen=True)
+class Scenario:
+    setting: ScenarioSetting
+    accounts: tuple[ScenarioAccount, ...] = ()
+    provider_accounts: tuple[ScenarioProviderAccount, ...] = ()
+    billing_contracts: tuple[ScenarioContract, ...] = ()
+    subscriptions: tuple[ScenarioSubscription, ...] = ()
+    customers: tuple[ScenarioCustomer, ...] = ()
+    faults: tuple[dict[str, Any], ...] = ()  # validated by the fault module
+    alternate_key: bool = False  # the org has an alternate key on the provider subscription id
+
+    @classmethod
+    def load(cls, path: str | Path) -> Scenario:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ScenarioError(f"scenario {path}: cannot read ({exc.strerror or exc})") from None
+        try:
+            raw = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ScenarioError(
+                f"scenario {path}: not valid JSON (line {exc.lineno}: {exc.msg})"
+            ) from None
+        return parse_scenario(raw, origin=str(path))
+
+    @classmethod
+    def builtin(cls, name: str) -> Scenario:
+        """A scenario shipped in sandbox/scenarios/<name>.json ("demo", "setting-off")."""
+        ref = resources.files("work365_fn.sandbox").joinpath("scenarios", f"{name}.json")
+        try:
+            text = ref.read_text(encoding="utf-8")
+        except (FileNotFoundError, OSError):
+            raise ScenarioError(f"no built-in scenario named '{name}'") from None
+        return parse_scenario(json.loads(text), origin=f"built-in:{name}")
+
+
+class _Fields:
+    def __init__(self, origin: str) -> None:
+        self.origin = origin
+
+    def fail(self, where: str, why: str) -> ScenarioError:
+        return ScenarioError(f"scenario {self.origin}: '{where}' {why}")
+
+    def obj(self, value: object, where: str) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise self.fail(where, "must be an object")
+        return value
+
+    def items(self, value: object, where: str) -> list[Any]:
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            raise self.fail(where, "must be a list")
+        return value
+
+    def guid(
+        self, obj: dict[str, Any], key: str, where: str, *, optional: bool = False
+    ) -> str | None:
+        value = obj.get(key)
+        if value is None and optional:
+            return None
+        if not isinstance(value, str) or not is_guid(value):
+            raise self.fail(f"{where}.{key}", "must be a GUID" + (" or null" if optional else ""))
+        return value.lower()
+
+    def text(self, obj: dict[str, Any], key: str, where: str, default: str = "") -> str:
+        value = obj.get(key, default)
+        if not isinstance(value, str):
+            raise self.fail(f"{where}.{key}", "must be a string")
+        return value
+
+    def boolean(
+        self, obj: dict[str, Any], key: str, where: str, default: bool | None = None
+    ) -> bool:
+        value = obj.get(key, default)
+        if not isinstance(value, bool):
+            raise self.fail(f"{where}.{key}", "must be true or false")
+        return value
+
+    def when(self, obj: dict[str, Any], key: str, where: str) -> datetime | None:
+        value = obj.get(key)
+        if value is None:
+            return None
+        parsed = parse_timestamp(value) if isinstance(value, str) else None
+        if parsed is None:
+            raise self.fail(f"{where}.{key}", "must be an ISO-8601 timestamp or null")
+        return parsed
+
+    def known(self, obj: dict[str, Any], allowed: set[str], where: str) -> None:
+        unknown = sorted(set(obj) - allowed)
+        if unknown:
+            raise self.fail(
+                f"{where}.{unknown[0]}", f"is not a known field ({', '.join(sorted(allowed))})"
+            )
+
+
+def parse_scenario(raw: object, origin: str = "<memory>") -> Scenario:
+    f = _Fields(origin)
+    top = f.obj(raw, "$")
+    f.known(
+        top,
+        {
+            "settings",
+            "accounts",
+            "providerAccounts",
+            "billingContracts",
+            "subscriptions",
+            "partnerCenter",
+            "faults",
+            "alternateKey",
+            "description",
+        },
+        "$",
+    )
+    s = f.obj(top.get("settings", {}), "settings")
+    f.known(s, {"associateDefaultBillingContract", "enabledOn", "auditEnabled"}, "settings")
+    setting = ScenarioSetting(
+        associate_default_billing_contract=f.boolean(
+            s, "associateDefaultBillingContract", "settings", False
+        ),
+        enabled_on=f.when(s, "enabledOn", "settings"),
+        audit_enabled=f.boolean(s, "auditEnabled", "settings", True),
+    )
+
+    accounts = []
+    for i, a in enumerate(f.items(top.get("accounts"), "accounts")):
+        w = f"accounts[{i}]"
+        a = f.obj(a, w)
+        f.known(a, {"id", "name"}, w)
+        accounts.append(ScenarioAccount(str(f.guid(a, "id", w)), f.text(a, "name", w)))
+    account_ids = {a.id for a in accounts}
+
+    def account_ref(obj: dict[str, Any], where: str) -> str | None:
+        value = f.guid(obj, "accountId", where, optional=True)
+        if value is not None and value not in account_ids:
+            raise f.fail(f"{where}.accountId", f"names no account in 'accounts' ({value})")
+        return value
+
+    pas = []
+    for i, p in enumerate(f.items(top.get("providerAccounts"), "providerAccounts")):
+        w = f"providerAccounts[{i}]"
+        p = f.obj(p, w)
+        f.known(p, {"id", "customerId", "accountId", "name"}, w)
+        pas.append(
+            ScenarioProviderAccount(
+                id=str(f.guid(p, "id", w)),
+                customer_id=f.guid(p, "customerId", w, optional=True),
+                account_id=account_ref(p, w),
+                name=f.text(p, "name", w),
+            )
+        )
+
+    contracts = []
+    for i, c in enumerate(f.items(top.get("billingContracts"), "billingContracts")):
+        w = f"billingContracts[{i}]"
+        c = f.obj(c, w)
+        f.known(c, {"id", "accountId", "name", "isDefault", "active"}, w)
+        contracts.append(
+            ScenarioContract(
+                id=str(f.guid(c, "id", w)),
+                account_id=account_ref(c, w),
+                name=f.text(c, "name", w),
+                is_default=f.boolean(c, "isDefault", w, False),
+                active=f.boolean(c, "active", w, True),
+            )
+        )
+    contract_ids = {c.id for c in contracts}
+
+    subs = []
+    for i, r in enumerate(f.items(top.get("subscriptions"), "subscriptions")):
+        w = f"subscriptions[{i}]"
+        r = f.obj(r, w)
+        f.known(
+            r,
+            {
+                "id",
+                "providerSubscriptionId",
+                "accountId",
+                "billingContractId",
+                "createdOn",
+                "name",
+                "billingReferences",
+            },
+            w,
+        )
+        contract = f.guid(r, "billingContractId", w, optional=True)
+        if contract is not None and contract not in contract_ids:
+            raise f.fail(
+                f"{w}.billingContractId", f"names no contract in 'billingContracts' ({contract})"
+            )
+        refs = f.obj(r.get("billingReferences", {}), f"{w}.billingReferences")
+        for key, value in refs.items():
+            if not isinstance(value, str):
+                raise f.fail(f"{w}.billingReferences.{key}", "must be a string")
+        subs.append(
+            ScenarioSubscription(
+                id=str(f.guid(r, "id", w)),
+                provider_subscription_id=f.guid(r, "providerSubscriptionId", w, optional=True),
+                account_id=account_ref(r, w),
+                billing_contract_id=contract,
+                created_on=f.when(r, "createdOn", w),
+                name=f.text(r, "name", w),
+                billing_references=dict(refs),
+            )
+        )
+
+    pc = f.obj(top.get("partnerCenter", {}), "partnerCenter")
+    f.known(pc, {"customers"}, "partnerCenter")
+    customers = []
+    for i, c in enumerate(f.items(pc.get("customers"), "partnerCenter.customers")):
+        w = f"partnerCenter.customers[{i}]"
+        c = f.obj(c, w)
+        f.known(c, {"id", "companyName", "subscriptions", "relationship"}, w)
+        pc_subs = []
+        for j, s_raw in enumerate(f.items(c.get("subscriptions"), f"{w}.subscriptions")):
+            sw = f"{w}.subscriptions[{j}]"
+            s_obj = f.obj(s_raw, sw)
+            f.guid(s_obj, "id", sw)
+            if "quantity" in s_obj and (
+                not isinstance(s_obj["quantity"], int) or isinstance(s_obj["quantity"], bool)
+            ):
+                raise f.fail(f"{sw}.quantity", "must be an integer")
+            for key in ("offerId", "offerName", "friendlyName", "status", "billingType"):
+                if key in s_obj:
+                    f.text(s_obj, key, sw)
+            f.when(s_obj, "creationDate", sw)
+            pc_subs.append(ScenarioPcSubscription(raw={**s_obj, "id": s_obj["id"]}))
+        customers.append(
+            ScenarioCustomer(
+                id=str(f.guid(c, "id", w)),
+                company_name=f.text(c, "companyName", w),
+                subscriptions=tuple(pc_subs),
+                relationship=f.boolean(c, "relationship", w, True),
+            )
+        )
+
+    faults_raw = top.get("faults", [])
+    if isinstance(faults_raw, dict):  # {} is the empty fault set in the documented example
+        faults_raw = faults_raw.get("rules", [])
+    faults = tuple(f.obj(x, f"faults[{i}]") for i, x in enumerate(f.items(faults_raw, "faults")))
+
+    alternate_key = top.get("alternateKey", False)
+    if not isinstance(alternate_key, bool):
+        raise f.fail("alternateKey", "must be true or false")
+
+    return Scenario(
+        setting=setting,
+        accounts=tuple(accounts),
+        provider_accounts=tuple(pas),
+        billing_contracts=tuple(contracts),
+        subscriptions=tuple(subs),
+        customers=tuple(customers),
+        faults=faults,
+        alternate_key=alternate_key,
+    )
