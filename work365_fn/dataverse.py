@@ -30,7 +30,9 @@ def parse_error(response: requests.Response) -> tuple[str, str]:
         return str(response.status_code), (response.reason or "no error body")
     error = body.get("error") if isinstance(body, dict) else None
     if isinstance(error, dict):
-        return str(error.get("code", response.status_code)), str(error.get("message", ""))[:500]
+        # Microsoft's documented samples answer `"code": ""`: fall back to the status.
+        code = error.get("code") or response.status_code
+        return str(code), str(error.get("message") or response.reason or "")[:500]
     return str(response.status_code), response.reason or ""
 
 
@@ -233,3 +235,33 @@ class DataverseClient:
                 SERVICE, 200, "invalid-audit", "RetrieveAttributeChangeHistory: no AuditDetails"
             )
         return [d for d in details if isinstance(d, dict)]
+
+    def audit_rows(self, table: str, row_id: str, *, top: int) -> list[dict[str, Any]]:
+        """The newest `top` Create and Update rows of the `audits` table for one row."""
+        flt = (
+            f"_objectid_value eq {odata_guid(row_id)} and objecttypecode eq {odata_string(table)}"
+            " and (operation eq 1 or operation eq 2)"
+        )
+        # No odata.maxpagesize here: with it, Dataverse ignores $top.
+        url = (
+            f"{self.api}audits?$select=auditid,createdon,operation"
+            f"&$filter={quote(flt, safe='')}&$orderby=createdon%20desc&$top={top}"
+        )
+        body = self._transport.send_json("GET", url, headers=self._read_headers())
+        rows = body.get("value") if isinstance(body, dict) else None
+        if not isinstance(rows, list):
+            raise InvalidResponseError(SERVICE, 200, "invalid-audit", "audits: no 'value' list")
+        return [row for row in rows if isinstance(row, dict)]
+
+    def audit_detail(self, audit_id: str) -> dict[str, Any]:
+        """The AuditDetail (old and new values) of one `audits` row."""
+        url = (
+            f"{self.api}audits({odata_guid(audit_id)})/Microsoft.Dynamics.CRM.RetrieveAuditDetails"
+        )
+        body = self._transport.send_json("GET", url, headers=self._read_headers())
+        detail = body.get("AuditDetail") if isinstance(body, dict) else None
+        if not isinstance(detail, dict):
+            raise InvalidResponseError(
+                SERVICE, 200, "invalid-audit", "RetrieveAuditDetails: no AuditDetail"
+            )
+        return detail

@@ -21,7 +21,7 @@ from tenacity import (
     Retrying,
     retry_if_exception,
     stop_after_attempt,
-    stop_after_delay,
+    stop_before_delay,
     wait_random_exponential,
 )
 from tenacity.wait import wait_base
@@ -82,7 +82,9 @@ class RetryPolicy:
         return Retrying(
             retry=retry_if_exception(is_transient),
             wait=wait_for_server(wait_random_exponential(multiplier=0.5, max=30)),
-            stop=stop_after_attempt(self.max_attempts) | stop_after_delay(self.max_seconds),
+            # stop_before_delay counts the coming wait: a Retry-After that would end past the
+            # budget raises now instead of sleeping beyond it (and beyond the HTTP 230 s limit).
+            stop=stop_after_attempt(self.max_attempts) | stop_before_delay(self.max_seconds),
             reraise=True,
             before_sleep=_log_retry,
             **extra,
@@ -203,9 +205,16 @@ class Transport:
                 "connection",
                 f"{method} {_path(url)} failed: {_connection_reason(exc)}",
             ) from None
+        except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError):
+            # The connection broke while the body was read: as transient as a reset.
+            raise ConnectionFailedError(
+                self.service, 0, "connection", f"{method} {_path(url)} failed: body cut off"
+            ) from None
 
     def _error(self, response: requests.Response) -> ApiError:
         code, message = self._parse_error(response)
+        # A service (or a proxy in front of it) may echo the Authorization header back.
+        code, message = _redact(code, response), _redact(message, response)
         status = response.status_code
         request_id = (
             response.headers.get(self._request_id_header) if self._request_id_header else None
@@ -254,6 +263,13 @@ class Transport:
             return self.json(self._send_authorized(method, url, fixed, body, (200, 201)))
 
         return self._retry.retrying()(call)
+
+
+def _redact(text: str, response: requests.Response) -> str:
+    sent = str(response.request.headers.get("Authorization") or "")
+    token = sent.split(" ", 1)[1] if " " in sent else sent
+    # Real tokens are long JWTs; a few characters could only mangle the text.
+    return text.replace(token, "<redacted>") if len(token) >= 8 else text
 
 
 def _path(url: str) -> str:

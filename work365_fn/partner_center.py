@@ -27,7 +27,7 @@ def parse_error(response: requests.Response) -> tuple[str, str]:
     except ValueError:
         return str(response.status_code), (response.reason or "no error body")
     if isinstance(body, dict):
-        code = body.get("code", body.get("errorCode", response.status_code))
+        code = body.get("code") or body.get("errorCode") or response.status_code
         description = body.get("description") or body.get("message") or response.reason or ""
         return str(code), str(description)[:500]
     return str(response.status_code), response.reason or ""

@@ -29,6 +29,9 @@ log = logging.getLogger(__name__)
 # If-None-Match: * turns a second create into a 412 instead of a duplicate. Never change it.
 RECORD_NAMESPACE = uuid.UUID("6f1c2d52-3a5e-4c8e-9f1b-365b1110c0de")
 
+# How many of the setting row's newest audit rows are searched for the date of the change.
+AUDIT_ROWS_READ = 50
+
 _ENTITY_ID = re.compile(r"\(([0-9a-fA-F-]{36})\)\s*$")
 
 
@@ -94,24 +97,37 @@ class Repository:
             details = self.client.attribute_change_history(
                 t.entity_set, row_id, t.associate_default
             )
+            latest, undated = _latest_enabling(details, t.associate_default)
+            if latest is None and undated:
+                latest = self._audit_table_cutoff(row_id)
         except ApiError as exc:
             warnings.append(
                 f"could not read the audit history of {t.associate_default} "
                 f"({exc.status} {exc.code}); falling back to modifiedon"
             )
             return None
-        latest: datetime | None = None
-        for detail in details:
-            new = detail.get("NewValue")
-            record = detail.get("AuditRecord")
-            if not isinstance(new, dict) or not isinstance(record, dict):
-                continue
-            if new.get(t.associate_default) is not True:
-                continue
-            when = parse_timestamp(str(record.get("createdon") or ""))
-            if when is not None and (latest is None or when > latest):
-                latest = when
+        if latest is None and undated:
+            warnings.append(
+                f"the audit history of {t.associate_default} shows it set to Yes, but none of "
+                f"the latest {AUDIT_ROWS_READ} audit rows of the setting row does; falling "
+                "back to modifiedon"
+            )
         return latest
+
+    def _audit_table_cutoff(self, row_id: str) -> datetime | None:
+        """Microsoft documents that the Web API answers RetrieveAttributeChangeHistory without
+        `AuditRecord`, so without dates. The date is then that of the newest `audits` row of the
+        setting row whose details set the column to Yes."""
+        t = self.schema.setting
+        for row in self.client.audit_rows(t.table, row_id, top=AUDIT_ROWS_READ):
+            audit_id = _guid_or_none(row.get("auditid"))
+            when = parse_timestamp(str(row.get("createdon") or ""))
+            if audit_id is None or when is None:
+                continue
+            new = self.client.audit_detail(audit_id).get("NewValue")
+            if isinstance(new, dict) and new.get(t.associate_default) is True:
+                return when
+        return None
 
     # ---- bulk reads --------------------------------------------------------------------------
 
@@ -249,6 +265,27 @@ class Repository:
                 "dataverse", 204, "no-entity-id", "create answered without an OData-EntityId"
             )
         return match.group(1).lower()
+
+
+def _latest_enabling(details: list[dict[str, Any]], column: str) -> tuple[datetime | None, int]:
+    """The latest dated change of `column` to true, and how many such changes had no date."""
+    latest: datetime | None = None
+    undated = 0
+    for detail in details:
+        new = detail.get("NewValue")
+        if not isinstance(new, dict) or new.get(column) is not True:
+            continue
+        record = detail.get("AuditRecord")
+        when = (
+            parse_timestamp(str(record.get("createdon") or ""))
+            if isinstance(record, dict)
+            else None
+        )
+        if when is None:
+            undated += 1
+        elif latest is None or when > latest:
+            latest = when
+    return latest, undated
 
 
 def _guid_or_none(value: object) -> str | None:

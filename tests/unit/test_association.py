@@ -91,7 +91,9 @@ def test_setting_off_leaves_new_subscriptions_alone() -> None:
 
 
 def test_no_setting_row_means_no_cutoff_and_setting_off() -> None:
-    world = a_world(setting=a_setting(enabled=False, since=None), records=[a_record(created_on=BEFORE)])
+    world = a_world(
+        setting=a_setting(enabled=False, since=None), records=[a_record(created_on=BEFORE)]
+    )
     assert only(plan(world)).reason is Reason.SETTING_OFF
 
 

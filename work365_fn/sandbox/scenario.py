@@ -285,6 +285,7 @@ def parse_scenario(raw: object, origin: str = "<memory>") -> Scenario:
     pc = f.obj(top.get("partnerCenter", {}), "partnerCenter")
     f.known(pc, {"customers"}, "partnerCenter")
     customers = []
+    seen_customers: dict[str, str] = {}
     for i, c in enumerate(f.items(pc.get("customers"), "partnerCenter.customers")):
         w = f"partnerCenter.customers[{i}]"
         c = f.obj(c, w)
@@ -303,9 +304,14 @@ def parse_scenario(raw: object, origin: str = "<memory>") -> Scenario:
                     f.text(s_obj, key, sw)
             f.when(s_obj, "creationDate", sw)
             pc_subs.append(ScenarioPcSubscription(raw={**s_obj, "id": s_obj["id"]}))
+        key = str(f.guid(c, "id", w))
+        if key in seen_customers:
+            raise f.fail(f"{w}.id", f"repeats {seen_customers[key]}.id ({key})")
+        seen_customers[key] = w
         customers.append(
             ScenarioCustomer(
-                id=str(f.guid(c, "id", w)),
+                # Partner Center's own spelling: the service must compare GUIDs case-insensitively.
+                id=str(c["id"]),
                 company_name=f.text(c, "companyName", w),
                 subscriptions=tuple(pc_subs),
                 relationship=f.boolean(c, "relationship", w, True),
@@ -316,6 +322,10 @@ def parse_scenario(raw: object, origin: str = "<memory>") -> Scenario:
     if isinstance(faults_raw, dict):  # {} is the empty fault set in the documented example
         faults_raw = faults_raw.get("rules", [])
     faults = tuple(f.obj(x, f"faults[{i}]") for i, x in enumerate(f.items(faults_raw, "faults")))
+    # Imported here: the fault module imports ScenarioError from this one.
+    from .faults import parse_rules
+
+    parse_rules(faults, f"scenario {origin}")
 
     alternate_key = top.get("alternateKey", False)
     if not isinstance(alternate_key, bool):

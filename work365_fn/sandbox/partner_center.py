@@ -1,0 +1,314 @@
+"""Partner Center REST emulator: customers (seek-paged) and their subscriptions.
+
+Rows live in SQLite tables prefixed `pc_` in the sandbox's database file, so a state file keeps
+them. Errors are Partner Center-shaped: `{"code", "description", "data", "source"}`.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import re
+import secrets
+import sqlite3
+import threading
+from typing import Any
+
+from ..model import is_guid
+from .core import Request, Response, TokenIssuer
+from .scenario import Scenario
+
+PC_AUDIENCE = "https://api.partnercenter.microsoft.com"
+MAX_PAGE_SIZE = 500
+SOURCE = "PartnerFD"
+
+_CUSTOMERS = re.compile(r"/v1/customers/?")
+_CUSTOMER = re.compile(r"/v1/customers/([^/]+)")
+_SUBSCRIPTIONS = re.compile(r"/v1/customers/([^/]+)/subscriptions/?")
+_SUBSCRIPTION = re.compile(r"/v1/customers/([^/]+)/subscriptions/([^/]+)")
+
+_DDL = """
+CREATE TABLE IF NOT EXISTS pc_customers (
+    position INTEGER PRIMARY KEY,
+    id TEXT NOT NULL,
+    id_key TEXT NOT NULL UNIQUE,
+    company_name TEXT NOT NULL,
+    domain TEXT NOT NULL,
+    relationship INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS pc_subscriptions (
+    position INTEGER PRIMARY KEY,
+    customer_key TEXT NOT NULL,
+    id TEXT NOT NULL,
+    raw TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS pc_subscriptions_customer ON pc_subscriptions (customer_key);
+"""
+
+
+def pc_error(
+    status: int, code: int, description: str, headers: dict[str, str] | None = None
+) -> Response:
+    return Response.json(
+        status,
+        {"code": code, "description": description, "data": [], "source": SOURCE},
+        headers,
+    )
+
+
+def _domain(company_name: str, customer_id: str) -> str:
+    stem = "".join(c for c in company_name.lower() if c.isalnum())
+    return f"{stem or customer_id[:8]}.onmicrosoft.com"
+
+
+class PartnerCenterEmulator:
+    service = "partnerCenter"
+
+    def __init__(
+        self,
+        db_path: str,
+        tokens: TokenIssuer,
+        *,
+        audience: str = PC_AUDIENCE,
+        partner_id: str = "6b1f4a2c-0d3e-4f5a-9b8c-7d6e5f4a3b2c",
+    ) -> None:
+        self.tokens = tokens
+        self.audience = audience
+        self.partner_id = partner_id
+        self._db = sqlite3.connect(db_path, check_same_thread=False, timeout=30)
+        self._db.row_factory = sqlite3.Row
+        self._lock = threading.Lock()
+        self._page_key = secrets.token_bytes(32)
+        with self._lock:
+            self._db.executescript(_DDL)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # --- seeding -----------------------------------------------------------------------------
+
+    def seed(self, scenario: Scenario) -> None:
+        """Replace the pc_ tables' rows with the scenario's Partner Center customers."""
+        with self._lock, self._db:
+            self._db.execute("DELETE FROM pc_subscriptions")
+            self._db.execute("DELETE FROM pc_customers")
+            for position, customer in enumerate(scenario.customers):
+                self._db.execute(
+                    "INSERT INTO pc_customers VALUES (?, ?, ?, ?, ?, ?)",
+                    (
+                        position,
+                        customer.id,
+                        customer.id.lower(),
+                        customer.company_name,
+                        _domain(customer.company_name, customer.id),
+                        int(customer.relationship),
+                    ),
+                )
+                for sub in customer.subscriptions:
+                    self._db.execute(
+                        "INSERT INTO pc_subscriptions (customer_key, id, raw) VALUES (?, ?, ?)",
+                        (customer.id.lower(), sub.id, json.dumps(sub.raw)),
+                    )
+
+    # --- protocol ----------------------------------------------------------------------------
+
+    def kind(self, request: Request) -> str:
+        path = request.path
+        if _CUSTOMERS.fullmatch(path):
+            return f"{request.method} customers"
+        if _SUBSCRIPTIONS.fullmatch(path):
+            return f"{request.method} subscriptions"
+        if _SUBSCRIPTION.fullmatch(path):
+            return f"{request.method} subscription"
+        if _CUSTOMER.fullmatch(path):
+            return f"{request.method} customer"
+        return f"{request.method} other"
+
+    def handle(self, request: Request) -> Response:
+        why = self.tokens.check(request.headers.get("Authorization"), self.audience)
+        if why is not None:
+            return pc_error(
+                401,
+                400,
+                f"Access denied: {why}. Acquire a token for {self.audience}/.default.",
+                {"WWW-Authenticate": "OAuth realm=urn:cpsvc:cpid:sandbox"},
+            )
+        path = request.path
+        if request.method != "GET":
+            return pc_error(405, 405, f"The method {request.method} is not allowed on {path}.")
+        if _CUSTOMERS.fullmatch(path):
+            return self._customers(request)
+        match = _SUBSCRIPTIONS.fullmatch(path)
+        if match:
+            return self._subscriptions(match.group(1))
+        match = _SUBSCRIPTION.fullmatch(path)
+        if match:
+            return self._subscription(match.group(1), match.group(2))
+        match = _CUSTOMER.fullmatch(path)
+        if match:
+            return self._customer(match.group(1))
+        return pc_error(404, 1000, f"Not found: the sandbox has no resource at {path}.")
+
+    # --- helpers -----------------------------------------------------------------------------
+
+    def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return list(self._db.execute(sql, args).fetchall())
+
+    def _customer_json(self, row: sqlite3.Row) -> dict[str, Any]:
+        cid = row["id"]
+        return {
+            "id": cid,
+            "commerceId": str(hashlib.md5(cid.lower().encode(), usedforsecurity=False).hexdigest()),
+            "companyProfile": {
+                "tenantId": cid,
+                "domain": row["domain"],
+                "companyName": row["company_name"],
+                "links": {
+                    "self": {"uri": f"/customers/{cid}/profile", "method": "GET", "headers": []}
+                },
+                "attributes": {"objectType": "CustomerCompanyProfile"},
+            },
+            "relationshipToPartner": "reseller",
+            "allowDelegatedAccess": True,
+            "links": {"self": {"uri": f"/customers/{cid}", "method": "GET", "headers": []}},
+            "attributes": {"objectType": "Customer"},
+        }
+
+    def _page_token(self, offset: int) -> str:
+        raw = json.dumps({"offset": offset}).encode()
+        body = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+        sig = hmac.new(self._page_key, body.encode(), hashlib.sha256).hexdigest()[:32]
+        return f"{body},{sig}"
+
+    def _read_page_token(self, token: str) -> int | None:
+        body, _, sig = token.strip().partition(",")
+        expected = hmac.new(self._page_key, body.encode(), hashlib.sha256).hexdigest()[:32]
+        if not sig or not hmac.compare_digest(sig, expected):
+            return None
+        try:
+            offset = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))["offset"]
+        except (ValueError, KeyError, TypeError):
+            return None
+        return offset if isinstance(offset, int) and offset >= 0 else None
+
+    def _customers(self, request: Request) -> Response:
+        raw_size = request.param("size")
+        size = MAX_PAGE_SIZE
+        if raw_size is not None:
+            if not raw_size.isdigit() or not 1 <= int(raw_size) <= MAX_PAGE_SIZE:
+                return pc_error(
+                    400,
+                    800002,
+                    f"Invalid request input: size must be an integer from 1 to {MAX_PAGE_SIZE}.",
+                )
+            size = int(raw_size)
+        offset = 0
+        seek = request.param("seekOperation")
+        if seek is not None:
+            if seek.lower() != "next":
+                return pc_error(
+                    400, 800002, f"Invalid request input: unsupported seekOperation '{seek}'."
+                )
+            token = request.headers.get("MS-ContinuationToken")
+            if not token:
+                return pc_error(
+                    400,
+                    800002,
+                    "Invalid request input: seekOperation=Next needs the MS-ContinuationToken "
+                    "header.",
+                )
+            read = self._read_page_token(token)
+            if read is None:
+                return pc_error(400, 800002, "Invalid request input: invalid continuation token.")
+            offset = read
+        rows = self._query(
+            "SELECT * FROM pc_customers ORDER BY position LIMIT ? OFFSET ?", (size + 1, offset)
+        )
+        items = [self._customer_json(r) for r in rows[:size]]
+        links: dict[str, Any] = {
+            "self": {"uri": f"/customers?size={size}", "method": "GET", "headers": []}
+        }
+        payload: dict[str, Any] = {"totalCount": len(items), "items": items, "links": links}
+        if len(rows) > size:
+            token = self._page_token(offset + size)
+            links["next"] = {
+                "uri": f"/customers?size={size}&seekOperation=Next",
+                "method": "GET",
+                "headers": [{"key": "MS-ContinuationToken", "value": token}],
+            }
+            payload["continuationToken"] = token
+        payload["attributes"] = {"objectType": "Collection"}
+        return Response.json(200, payload)
+
+    def _find_customer(self, customer_id: str) -> sqlite3.Row | Response:
+        if not is_guid(customer_id):
+            return pc_error(
+                400,
+                800002,
+                f"Customer ID {customer_id} should have GUID format "
+                "(xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx).",
+            )
+        rows = self._query("SELECT * FROM pc_customers WHERE id_key = ?", (customer_id.lower(),))
+        if not rows:
+            return pc_error(404, 1000, f"Not found: customer {customer_id} does not exist.")
+        row = rows[0]
+        if not row["relationship"]:
+            return pc_error(
+                403,
+                20002,
+                f"The partner ID {self.partner_id} has no commerce relationship with the "
+                f"customer ID {row['id']} (no reseller relationship).",
+            )
+        return row
+
+    def _customer(self, customer_id: str) -> Response:
+        found = self._find_customer(customer_id)
+        if isinstance(found, Response):
+            return found
+        return Response.json(200, self._customer_json(found))
+
+    def _subscription_items(self, customer_key: str) -> list[dict[str, Any]]:
+        rows = self._query(
+            "SELECT raw FROM pc_subscriptions WHERE customer_key = ? ORDER BY position",
+            (customer_key,),
+        )
+        items = []
+        for r in rows:
+            item = json.loads(r["raw"])
+            item["attributes"] = {"objectType": "Subscription"}
+            items.append(item)
+        return items
+
+    def _subscriptions(self, customer_id: str) -> Response:
+        found = self._find_customer(customer_id)
+        if isinstance(found, Response):
+            return found
+        items = self._subscription_items(found["id_key"])
+        return Response.json(
+            200,
+            {
+                "totalCount": len(items),
+                "items": items,
+                "links": {
+                    "self": {
+                        "uri": f"/customers/{found['id']}/subscriptions",
+                        "method": "GET",
+                        "headers": [],
+                    }
+                },
+                "attributes": {"objectType": "Collection"},
+            },
+        )
+
+    def _subscription(self, customer_id: str, subscription_id: str) -> Response:
+        found = self._find_customer(customer_id)
+        if isinstance(found, Response):
+            return found
+        for item in self._subscription_items(found["id_key"]):
+            if str(item.get("id", "")).lower() == subscription_id.lower():
+                return Response.json(200, item)
+        return pc_error(404, 20003, f"Subscription with ID {subscription_id} not found.")
