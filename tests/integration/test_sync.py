@@ -12,10 +12,12 @@ from tests.integration.conftest import (
     by_subscription,
     contract_of,
     gid,
+    services_for,
     sync,
     writes,
 )
 from work365_fn.repository import RECORD_NAMESPACE
+from work365_fn.sync import SyncRequest
 
 REASONS = {
     "not-synced",
@@ -246,15 +248,22 @@ def test_create_mode_does_not_duplicate_a_record_created_meanwhile(
             "method": "PATCH",
             "path": record_id,
             "kind": "race",
-            "set": {"work365_name": "created by someone else"},
+            "set": {
+                "work365_name": "created by someone else",
+                "work365_providersubscriptionid": missing,
+            },
             "times": 1,
         }
     )
     data = sync(box, WORK365_CREATE_MISSING="true").to_json()
-    assert len(box.dataverse.rows("work365_subscriptions")) == 1
-    row = by_subscription_json(data)[missing]
-    assert row["reason"] in {"default-contract", "already-assigned"}
+    [row] = box.dataverse.rows("work365_subscriptions")
+    assert row["work365_name"] == "created by someone else"
+    summary_row = by_subscription_json(data)[missing]
+    assert (summary_row["reason"], summary_row["action"]) == ("default-contract", "assign")
+    assert summary_row["recordId"] == record_id
+    assert data["counts"]["created"] == 0
     assert contract_of(box, record_id) == gid("con", 10)
+    assert box.counts()["dataverse"]["PATCH work365_subscriptions"] == 2  # 412, then assign
 
 
 def test_manual_assignment_between_read_and_write_is_kept(world: World, start: Any) -> None:
@@ -303,3 +312,17 @@ def test_unrelated_change_between_read_and_write_is_retried(world: World, start:
     assert by_subscription_json(data)[sub]["reason"] == "default-contract"
     assert contract_of(box, gid("rec", 1)) == gid("con", 10)
     assert box.counts()["dataverse"]["PATCH work365_subscriptions"] == 2
+
+
+def test_run_budget_skips_the_remaining_customers_and_says_so(world: World, start: Any) -> None:
+    every_reason(world)
+    box = start(world.scenario())
+    summary = services_for(box).sync(SyncRequest(budget_seconds=1e-9))
+    data = summary.to_json()
+    assert data["subscriptions"] == []
+    assert sorted(s["customerId"] for s in data["skippedCustomers"]) == sorted(
+        gid("cus", n) for n in range(1, 7)
+    )
+    assert {s["why"] for s in data["skippedCustomers"]} == {"deadline"}
+    assert box.counts()["partnerCenter"].get("GET subscriptions", 0) == 0
+    assert data["status"] == "succeeded"

@@ -231,12 +231,6 @@ class DataverseEmulator:
                 log.error("sandbox race: %s %s addresses no row", request.method, request.path)
                 return
             for table, key in targets:
-                row = self._find(table, key)
-                if row is None:
-                    log.warning(
-                        "sandbox race: no %s row %s to change", table.logical, key.describe()
-                    )
-                    continue
                 try:
                     typed = {}
                     for name, value in changes.items():
@@ -245,8 +239,31 @@ class DataverseEmulator:
                 except ODataError as exc:
                     log.error("sandbox race: bad change for %s: %s", table.logical, exc.message)
                     continue
+                row = self._find(table, key)
+                if row is None and request.method == "PATCH":
+                    # Someone else creates the row our create-only PATCH addresses.
+                    self._race_create(table, key, typed)
+                    continue
+                if row is None:
+                    log.warning(
+                        "sandbox race: no %s row %s to change", table.logical, key.describe()
+                    )
+                    continue
                 with self._tx():
                     self._write_update(table, row, typed)
+
+    def _race_create(self, table: Table, key: Key, values: dict[str, Any]) -> None:
+        now = self._now()
+        row = self._defaults(table)
+        row.update(values)
+        row[table.id] = key.id or str(uuid.uuid4())
+        if key.alternate is not None:
+            row[key.alternate[0]] = key.alternate[1]
+        row["createdon"] = now
+        row["modifiedon"] = now
+        row["versionnumber"] = self._next_version()
+        with self._tx():
+            self._insert(table, row)
 
     def rows(self, entity_set: str) -> list[dict[str, Any]]:
         """Every row of `entity_set` as GET answers it (all columns, @odata.etag), by id."""
