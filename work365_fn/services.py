@@ -19,6 +19,7 @@ from .partner_center import parse_error as partner_center_error
 from .repository import Repository
 from .schema import Schema
 from .settings import Settings
+from .storage import FileRunStore, RunStore
 from .summary import RunSummary
 from .sync import SyncDeps, SyncRequest, run_sync
 
@@ -120,6 +121,10 @@ class Services:
             concurrency=self.settings.concurrency,
         )
         return run_sync(deps, request, run_id)
+
+    def run_store(self) -> RunStore:
+        """Where run documents live: a local folder (WORK365_STATE_DIR)."""
+        return FileRunStore(self.settings.state_dir)
 
     def check_schema(self) -> list[Check]:
         return check_schema(self.dataverse, self.schema)

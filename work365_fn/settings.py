@@ -53,6 +53,7 @@ class Settings:
     http_budget_seconds: float = 90.0
     schema_file: str | None = None
     ca_bundle: str | None = None
+    state_dir: str = ".work365"
 
     @property
     def dataverse_scope(self) -> str:
@@ -113,6 +114,7 @@ class Settings:
             http_budget_seconds=r.number("WORK365_HTTP_BUDGET_SECONDS", 90.0, 5, 100),
             schema_file=r.optional("WORK365_SCHEMA_FILE"),
             ca_bundle=r.existing_file("WORK365_CA_BUNDLE"),
+            state_dir=r.optional("WORK365_STATE_DIR") or ".work365",
         )
 
 
