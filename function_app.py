@@ -9,7 +9,7 @@ import functools
 
 import azure.functions as func
 
-from work365_fn import triggers
+from work365_fn import ops_triggers, runs, triggers
 from work365_fn.services import Services
 from work365_fn.settings import Settings
 
@@ -35,3 +35,39 @@ def sync_timer(timer: func.TimerRequest) -> None:
 @app.route(route="sync", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
 def sync_http(req: func.HttpRequest) -> func.HttpResponse:
     return triggers.sync_http(req, services)
+
+
+@app.route(route="diagnose", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+def diagnose_http(req: func.HttpRequest) -> func.HttpResponse:
+    return ops_triggers.diagnose_http(req, services)
+
+
+@app.route(route="report", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+def report_http(req: func.HttpRequest) -> func.HttpResponse:
+    return ops_triggers.report_http(req, services)
+
+
+@app.route(route="backfill", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+def backfill_http(req: func.HttpRequest) -> func.HttpResponse:
+    return ops_triggers.backfill_http(req, services)
+
+
+# The status URL of an asynchronous run: anonymous (it must not carry the function key), authorized
+# by the run's signature in `sig` (work365_fn/runs.py).
+@app.route(route="runs/{runId}", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+def run_status(req: func.HttpRequest) -> func.HttpResponse:
+    return runs.run_status_http(req, services)
+
+
+@app.queue_trigger(
+    arg_name="msg", queue_name="%WORK365_JOBS_QUEUE%", connection="AzureWebJobsStorage"
+)
+def run_job(msg: func.QueueMessage) -> None:
+    runs.run_job_message(msg, services)
+
+
+@app.queue_trigger(
+    arg_name="msg", queue_name="%WORK365_JOBS_QUEUE%-poison", connection="AzureWebJobsStorage"
+)
+def run_job_poison(msg: func.QueueMessage) -> None:
+    runs.poison_message(msg, services)

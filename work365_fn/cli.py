@@ -14,10 +14,17 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from . import ops_cli
+from .backfill import JournalNotFoundError
 from .errors import ConfigError
+from .incremental import MODES
+from .logs import install as install_logging
+from .logs import log_summary
 from .metadata import Check
+from .model import is_guid
 from .services import Services
 from .settings import Settings
+from .storage import LeaseTakenError
 from .summary import RunSummary
 from .sync import SyncRequest, scoped_ids
 
@@ -58,11 +65,33 @@ def _parser() -> argparse.ArgumentParser:
         "--customer", action="append", default=[], metavar="ID", help="only this customer (repeat)"
     )
     p_sync.add_argument("--json", action="store_true", help="print the run summary JSON")
+    p_sync.add_argument(
+        "--mode",
+        choices=MODES,
+        default="full",
+        help="full (default): every customer; incremental: the customers changed since the "
+        "watermark; auto: incremental unless a full run is due (the timer's mode)",
+    )
     sandbox_options(p_sync)
 
     p_check = sub.add_parser("check-schema", help="verify the schema map against the metadata")
     p_check.add_argument("--json", action="store_true", help="print the checks as JSON")
     sandbox_options(p_check)
+
+    ops_cli.add_parsers(sub, sandbox_options)
+
+    p_bench = sub.add_parser(
+        "bench", help="benchmark a full and an incremental run on a generated sandbox"
+    )
+    p_bench.add_argument("--customers", type=int, required=True, metavar="N")
+    p_bench.add_argument("--subscriptions-per-customer", type=int, required=True, metavar="M")
+    p_bench.add_argument(
+        "--new-fraction", type=float, default=0.1, metavar="F", help="new unassigned (0.1)"
+    )
+    p_bench.add_argument("--latency-ms", type=int, default=0, metavar="L", help="per request")
+    p_bench.add_argument("--batch-size", type=int, default=100, metavar="B", help="(100)")
+    p_bench.add_argument("--seed", type=int, default=365, help="scenario generator seed")
+    p_bench.add_argument("--json", action="store_true", help="print the results as JSON")
 
     p_box = sub.add_parser("sandbox", help="the local sandbox")
     box_sub = p_box.add_subparsers(dest="sandbox_command", required=True, metavar="command")
@@ -84,12 +113,23 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     try:
         if args.command == "sandbox":
             return _serve(args, out)
+        if args.command == "bench":
+            return _bench(args, out)
+        _check_ids(args)  # before anything starts: no settings read, no sandbox, no request
         with _services(args) as services:
             if args.command == "sync":
                 return _sync(services, args, out)
+            if args.command in ops_cli.COMMANDS:
+                return ops_cli.run(services, args, out)
             return _check_schema(services, args, out)
+    except LeaseTakenError as exc:
+        print(f"sync already running (run {exc.holder or 'unknown'}): not started", file=sys.stderr)
+        return EXIT_FAILURES
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except JournalNotFoundError as exc:
+        print(f"usage error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except ValueError as exc:
         print(f"usage error: {exc}", file=sys.stderr)
@@ -105,6 +145,7 @@ def _configure_logging(verbose: bool, quiet: bool) -> None:
     root.setLevel(level)
     for noisy in ("urllib3", "msal"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    install_logging(handler)  # run ids on every line, secrets redacted
 
 
 def _load_scenario(value: str | None) -> Any:
@@ -138,9 +179,27 @@ def _services(args: argparse.Namespace) -> Iterator[Services]:
         yield Services.build(Settings.from_env(overrides=box.env))
 
 
+def _check_ids(args: argparse.Namespace) -> None:
+    """--customer / --subscription / --undo values are GUIDs (8-4-4-4-12), or a usage error
+    naming the option: nothing else may reach a URL or an OData filter."""
+    for option in ("customer", "subscription", "undo"):
+        given = getattr(args, option, None)
+        for value in [given] if isinstance(given, str) else given or []:
+            if not is_guid(value.strip()):
+                raise ValueError(
+                    f"--{option} {value[:80]!r} is not a GUID: give an id like "
+                    "00000000-0000-0000-0000-000000000000"
+                )
+
+
 def _sync(services: Services, args: argparse.Namespace, out: TextIO) -> int:
     customers = scoped_ids(args.customer)
-    summary = services.sync(SyncRequest(dry_run=args.dry_run, customer_ids=customers))
+    if customers and args.mode != "full":
+        raise ValueError("--mode incremental/auto lists the changed customers: drop --customer")
+    summary = services.sync(
+        SyncRequest(dry_run=args.dry_run, customer_ids=customers, mode=args.mode)
+    )
+    log_summary(summary)  # the same structured record as the Functions app logs
     if args.json:
         out.write(json.dumps(summary.to_json(), indent=2) + "\n")
     else:
@@ -207,6 +266,26 @@ def _check_schema(services: Services, args: argparse.Namespace, out: TextIO) -> 
         for c in checks:
             print(f"{'ok ' if c.ok else 'BAD'}  {c.name}: {c.detail}", file=out)
         print("schema ok" if ok else "schema has problems: fix the map or the org", file=out)
+    return EXIT_OK if ok else EXIT_FAILURES
+
+
+def _bench(args: argparse.Namespace, out: TextIO) -> int:
+    from .bench import BenchConfig, print_report, run_bench
+
+    config = BenchConfig(
+        customers=args.customers,
+        subscriptions_per_customer=args.subscriptions_per_customer,
+        new_fraction=args.new_fraction,
+        latency_ms=args.latency_ms,
+        batch_size=args.batch_size,
+        seed=args.seed,
+    )
+    report = run_bench(config)
+    if args.json:
+        out.write(json.dumps(report, indent=2) + "\n")
+    else:
+        print_report(report, out)
+    ok = report["full"]["status"] == report["incremental"]["status"] == "succeeded"
     return EXIT_OK if ok else EXIT_FAILURES
 
 

@@ -5,14 +5,24 @@ from __future__ import annotations
 import json
 import logging
 import re
+import uuid
 from collections.abc import Iterator, Sequence
 from typing import Any
 from urllib.parse import quote, urlsplit
 
 import requests
 
-from .errors import InvalidResponseError
-from .http import Transport
+from .batch import (
+    MAX_OPERATIONS,
+    BatchFormatError,
+    BatchOperation,
+    BatchResult,
+    boundary_of,
+    decode_batch,
+    encode_batch,
+)
+from .errors import ApiError, ConflictError, InvalidResponseError, NotFoundError, ThrottledError
+from .http import Transport, parse_retry_after
 from .model import is_guid, norm_id
 
 log = logging.getLogger(__name__)
@@ -180,6 +190,89 @@ class DataverseClient:
         )
         return response.headers.get("OData-EntityId")
 
+    def clear_lookup(self, entity_set: str, row_id: str, navigation: str, *, etag: str) -> None:
+        """Clear a single-valued lookup: `DELETE /<set>(<id>)/<nav>/$ref`, with `If-Match`.
+        Microsoft documents no ETag check on `$ref` requests (the sandbox ignores the header):
+        callers re-read the row and compare its ETag first."""
+        if not navigation.replace("_", "").isalnum():
+            raise ValueError(f"not a navigation property name: {navigation[:80]!r}")
+        headers = self._write_headers()
+        headers.pop("Content-Type")
+        headers["If-Match"] = etag
+        self._transport.send(
+            "DELETE",
+            f"{self.api}{entity_set}({odata_guid(row_id)})/{navigation}/$ref",
+            headers=headers,
+            ok=(200, 204),
+        )
+
+    # ---- $batch -----------------------------------------------------------------------------
+
+    def update_operation(
+        self, entity_set: str, row_id: str, body: dict[str, Any], *, etag: str
+    ) -> BatchOperation:
+        """`update` as one operation of a batch: PATCH with If-Match (412 when changed)."""
+        return BatchOperation(
+            "PATCH", f"{self.api}{entity_set}({odata_guid(row_id)})", {"If-Match": etag}, body
+        )
+
+    def create_only_operation(
+        self, entity_set: str, address: str, body: dict[str, Any]
+    ) -> BatchOperation:
+        """`create_only` as one operation of a batch: PATCH with If-None-Match: * (412 when the
+        row exists already)."""
+        return BatchOperation(
+            "PATCH", f"{self.api}{entity_set}({row_address(address)})", {"If-None-Match": "*"}, body
+        )
+
+    def batch(
+        self, operations: Sequence[BatchOperation], *, boundary: str | None = None
+    ) -> list[BatchResult]:
+        """Send `operations` as one `$batch` (no change set, `Prefer: odata.continue-on-error`)
+        and return one result per operation answered, in order. Dataverse answers every
+        operation; a shorter list means the rest did not run.
+
+        A whole-batch 429 raises ThrottledError at once (with Retry-After and the service code)
+        so that the caller can shrink its batches; 5xx and dropped connections are retried by
+        the transport like any call (every operation is conditional, so a replay is safe)."""
+        if not operations:
+            return []
+        if len(operations) > MAX_OPERATIONS:
+            raise ValueError(f"a batch takes at most {MAX_OPERATIONS} operations")
+        boundary = boundary or f"batch_{uuid.uuid4()}"
+        headers = {
+            "Accept": "application/json",
+            "Content-Type": f'multipart/mixed; boundary="{boundary}"',
+            "OData-MaxVersion": "4.0",
+            "OData-Version": "4.0",
+            "Prefer": "odata.continue-on-error",
+        }
+        response = self._transport.send(
+            "POST",
+            f"{self.api}$batch",
+            headers=headers,
+            body=encode_batch(operations, boundary),
+            # Answers carrying per-operation results, and a whole-batch 429 (not retried here).
+            ok=(200, 400, 404, 409, 412, 429),
+        )
+        content_type = response.headers.get("Content-Type")
+        if response.status_code == 429 or boundary_of(content_type) is None:
+            raise _batch_error(response)
+        try:
+            results = decode_batch(content_type, response.content)
+        except BatchFormatError as exc:
+            raise InvalidResponseError(
+                SERVICE, response.status_code, "invalid-batch", str(exc)
+            ) from None
+        if len(results) > len(operations):
+            raise InvalidResponseError(
+                SERVICE,
+                response.status_code,
+                "invalid-batch",
+                f"$batch answered {len(results)} parts for {len(operations)} operations",
+            )
+        return results
+
     # ---- metadata and functions ------------------------------------------------------------
 
     def entity_definition(self, logical_name: str) -> dict[str, Any]:
@@ -265,3 +358,23 @@ class DataverseClient:
                 SERVICE, 200, "invalid-audit", "RetrieveAuditDetails: no AuditDetail"
             )
         return detail
+
+
+def _batch_error(response: requests.Response) -> ApiError:
+    """The typed error of a `$batch` answered as a whole (429, or a refusal with a JSON body)."""
+    code, message = parse_error(response)
+    sent = str(response.request.headers.get("Authorization") or "")
+    token = sent.split(" ", 1)[1] if " " in sent else ""
+    if len(token) >= 8:  # a service (or a proxy) may echo the Authorization header back
+        message = message.replace(token, "<redacted>")
+    status = response.status_code
+    what = f"POST $batch: {message}"
+    request_id = response.headers.get(REQUEST_ID_HEADER)
+    if status == 429:
+        retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        return ThrottledError(SERVICE, status, code, what, request_id, retry_after=retry_after)
+    if status == 412:
+        return ConflictError(SERVICE, status, code, what, request_id)
+    if status == 404:
+        return NotFoundError(SERVICE, status, code, what, request_id)
+    return ApiError(SERVICE, status, code, what, request_id)

@@ -32,11 +32,16 @@ class SchemaError(ConfigError):
 
 
 class AuthError(Work365Error):
-    """A token could not be acquired. Carries the authority's error code, never the credential."""
+    """A token could not be acquired. Carries the authority's error code, never the credential.
+    `transient`: the authority was unreachable, busy or answered garbage (retried), as opposed to
+    refusing the credential (not retried)."""
 
-    def __init__(self, service: str, message: str, code: str = "") -> None:
+    def __init__(
+        self, service: str, message: str, code: str = "", *, transient: bool = False
+    ) -> None:
         self.service = service
         self.code = code
+        self.transient = transient
         super().__init__(message)
 
 

@@ -1,19 +1,24 @@
-"""HTTP plumbing shared by both clients: the session factory, retries, error mapping, auth.
+"""HTTP plumbing shared by both clients: the session factory, retries, rate limits, error mapping,
+auth.
 
-`Transport.send` is the one place a request leaves the process. It adds the bearer token,
-retries what is transient (tenacity, honouring Retry-After), refreshes the token once on a 401,
-and turns failures into typed errors that carry status, service code and request id, never the
-token.
+`Transport.send` is the one place a request leaves the process. It waits for its service's
+`RateLimiter` (a client-side request limit and a pause shared by every worker of the service),
+adds the bearer token, retries what is transient (tenacity, honouring Retry-After), refreshes the
+token once on a 401, and turns failures into typed errors that carry status, service code and
+request id, never the token.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import threading
+import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import requests
 from tenacity import (
@@ -29,6 +34,7 @@ from tenacity.wait import wait_base
 from .auth import TokenProvider
 from .errors import (
     ApiError,
+    AuthError,
     ConflictError,
     ConnectionFailedError,
     InvalidResponseError,
@@ -37,6 +43,8 @@ from .errors import (
 )
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 ErrorParser = Callable[[requests.Response], tuple[str, str]]
 
@@ -54,7 +62,122 @@ def build_session(pool_size: int = 16) -> requests.Session:
 def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, ThrottledError | ConnectionFailedError | InvalidResponseError):
         return True
+    if isinstance(exc, AuthError):  # the authority was unreachable or busy, not a refusal
+        return exc.transient
     return isinstance(exc, ApiError) and exc.status in (500, 502, 503, 504)
+
+
+class RateLimiter:
+    """The client side of one service's limits, shared by every thread that calls the service.
+
+    - At most `max_requests` requests are sent in any `window_seconds` (a sliding window: each
+      request reserves the earliest moment that keeps the window within the limit, so callers
+      sleep once, in order). `max_requests=0` turns the limit off.
+    - A shared pause: `throttled(seconds)` (a 429 or 503 with Retry-After) holds every worker of
+      the service until the moment the server named, not only the worker that was told. That
+      worker waits through its own retry, so the pause does not make it wait twice.
+
+    The clock and sleep are injected (tests pass fakes; nothing here sleeps on its own).
+    """
+
+    MAX_PAUSE_ROUNDS = 20  # pauses set while a worker waits are honoured, a bounded number of times
+
+    def __init__(
+        self,
+        service: str,
+        max_requests: int,
+        window_seconds: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] | None = None,
+    ) -> None:
+        self.service = service
+        self.max_requests = max_requests
+        self.window_seconds = window_seconds
+        self._clock = clock
+        self._sleep = sleep or time.sleep
+        self._lock = threading.Lock()
+        # Send times (the last ones may be reserved in the future), ascending; only the newest
+        # `max_requests` can decide when the next request may go.
+        self._sent: deque[float] = deque(maxlen=max(1, max_requests))
+        self._paused_until = float("-inf")
+        self._generation = 0  # bumped by every pause that extends the previous one
+        self._local = threading.local()
+        self.requests = 0  # admitted so far (tests and benchmarks read it)
+        self.pauses = 0
+        self.waited_seconds = 0.0
+
+    def throttled(self, seconds: float) -> None:
+        """The server said: come back in `seconds`. Every worker of the service waits for it."""
+        seconds = min(max(0.0, seconds), MAX_RETRY_AFTER_SECONDS)
+        with self._lock:
+            until = self._clock() + seconds
+            if until > self._paused_until:
+                self._paused_until = until
+                self._generation += 1
+                self.pauses += 1
+            # This worker waits through its retry's own wait (Retry-After, or the caller's when
+            # it handles the error itself): excuse it once.
+            self._local.excused = self._generation
+        log.info(
+            "%s asked us to wait %.1f s: every %s request waits until then",
+            self.service,
+            seconds,
+            self.service,
+        )
+
+    def acquire(self) -> float:
+        """Wait until a request may be sent (shared pause, then the request limit). Returns the
+        seconds slept."""
+        waited = self._wait_out_pause()
+        if self.max_requests > 0:
+            with self._lock:
+                now = self._clock()
+                sent = self._sent
+                when = max(now, sent[-1]) if sent else now
+                if len(sent) >= self.max_requests and sent[0] > when - self.window_seconds:
+                    when = sent[0] + self.window_seconds
+                sent.append(when)
+            if when > now:
+                log.debug(
+                    "%s: waiting %.2f s to stay under %d requests per %g s",
+                    self.service,
+                    when - now,
+                    self.max_requests,
+                    self.window_seconds,
+                )
+                self._sleep(when - now)
+                waited += when - now
+        with self._lock:
+            self.requests += 1
+            self.waited_seconds += waited
+        return waited
+
+    def _wait_out_pause(self) -> float:
+        waited = 0.0
+        for _ in range(self.MAX_PAUSE_ROUNDS):
+            with self._lock:
+                generation = self._generation
+                now = self._clock()
+                remaining = self._paused_until - now
+                if getattr(self._local, "excused", None) == generation:
+                    # The worker that was told comes back from waiting the whole Retry-After
+                    # (its retry's wait): the pause it set is over.
+                    self._local.excused = None
+                    self._paused_until = min(self._paused_until, now)
+                    return waited
+            if remaining <= 0:
+                return waited
+            log.info("%s: waiting %.1f s (the service asked us to pause)", self.service, remaining)
+            self._sleep(remaining)
+            waited += remaining
+            with self._lock:
+                if self._generation == generation:  # no newer pause was set while we slept
+                    return waited
+        return waited
+
+    def __repr__(self) -> str:
+        return f"RateLimiter({self.service!r}, {self.max_requests} per {self.window_seconds:g} s)"
 
 
 class wait_for_server(wait_base):
@@ -99,13 +222,34 @@ def _log_retry(state: RetryCallState) -> None:
         _short(exc),
         state.attempt_number,
         wait,
+        extra=failure_fields(exc),
     )
 
 
 def _short(exc: BaseException | None) -> str:
     if isinstance(exc, ApiError):
-        return f"{exc.service} {exc.status} {exc.code}"
+        where = f" request id {exc.request_id}" if exc.request_id else ""
+        return f"{exc.service} {exc.status} {exc.code}{where}"
+    if isinstance(exc, AuthError):
+        return f"{exc.service} token {exc.code or 'unavailable'}"
     return type(exc).__name__
+
+
+def failure_fields(exc: BaseException | None) -> dict[str, object]:
+    """Structured fields of a failure for a log record's `extra` (service, status, error code,
+    request id): Application Insights shows them as custom dimensions where the host forwards
+    them."""
+    if isinstance(exc, ApiError):
+        return {
+            "service": exc.service,
+            "status": exc.status,
+            "error_code": exc.code,
+            "request_id": exc.request_id,
+        }
+    if isinstance(exc, AuthError):  # a refused credential is a 401; an unreachable authority not
+        status = 503 if exc.transient else 401
+        return {"service": exc.service, "status": status, "error_code": exc.code or "auth"}
+    return {}
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -138,6 +282,7 @@ class Transport:
         timeout: tuple[float, float] = (10.0, 60.0),
         verify: str | bool = True,
         request_id_header: str | None = None,
+        limiter: RateLimiter | None = None,
     ) -> None:
         self.service = service
         self._session = session
@@ -147,6 +292,7 @@ class Transport:
         self._timeout = timeout
         self._verify = verify
         self._request_id_header = request_id_header
+        self.limiter = limiter
 
     def send(
         self,
@@ -157,9 +303,20 @@ class Transport:
         body: bytes | None = None,
         ok: tuple[int, ...] = (200, 201, 204),
     ) -> requests.Response:
-        """One logical call: retried as a whole with the same headers (so the same request id)."""
+        """One logical call: retried as a whole with the same headers (so the same request id).
+        A 2xx answer that says it is JSON must parse, or it is retried like a cut-off body."""
         fixed = dict(headers or {})
-        return self._retry.retrying()(self._send_authorized, method, url, fixed, body, ok)
+
+        def call() -> requests.Response:
+            response = self._send_authorized(method, url, fixed, body, ok)
+            if response.content and "json" in response.headers.get("Content-Type", ""):
+                self.json(response)
+            return response
+
+        return self._retrying(call)
+
+    def _retrying(self, call: Callable[[], T]) -> T:
+        return self._retry.retrying()(call)
 
     def _send_authorized(
         self,
@@ -182,10 +339,12 @@ class Transport:
     def _send_once(
         self, method: str, url: str, headers: dict[str, str], body: bytes | None
     ) -> requests.Response:
+        if self.limiter is not None:
+            self.limiter.acquire()  # before the token: a long wait must not age it
         all_headers = dict(headers)
         all_headers["Authorization"] = f"Bearer {self._tokens.token()}"
         try:
-            return self._session.request(
+            response = self._session.request(
                 method,
                 url,
                 headers=all_headers,
@@ -210,6 +369,14 @@ class Transport:
             raise ConnectionFailedError(
                 self.service, 0, "connection", f"{method} {_path(url)} failed: body cut off"
             ) from None
+        status = response.status_code
+        if self.limiter is not None and (
+            status == 429 or (status == 503 and "Retry-After" in response.headers)
+        ):
+            seconds = parse_retry_after(response.headers.get("Retry-After"))
+            if seconds is not None:
+                self.limiter.throttled(seconds)
+        return response
 
     def _error(self, response: requests.Response) -> ApiError:
         code, message = self._parse_error(response)
@@ -262,7 +429,7 @@ class Transport:
         def call() -> Any:
             return self.json(self._send_authorized(method, url, fixed, body, (200, 201)))
 
-        return self._retry.retrying()(call)
+        return self._retrying(call)
 
 
 def _redact(text: str, response: requests.Response) -> str:

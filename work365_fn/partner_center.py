@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -13,6 +14,7 @@ import requests
 from .errors import ApiError, InvalidResponseError
 from .http import Transport
 from .model import Customer, PcSubscription, is_guid
+from .settings import format_timestamp
 
 log = logging.getLogger(__name__)
 
@@ -59,28 +61,42 @@ class PartnerCenterClient:
     def iter_customers(self) -> Iterator[Customer]:
         """Every customer, page by page. The next request is built from the continuation token:
         `links.next.uri` is relative and its form varies."""
-        url = f"{self._base}/customers?size={self._page_size}"
+        for item in self._pages(f"{self._base}/customers?size={self._page_size}", "customers"):
+            customer = _customer(item)
+            if customer is not None:
+                yield customer
+
+    def audit_records(self, start: datetime, end: datetime) -> Iterator[dict[str, Any]]:
+        """The activity log between `start` and `end` (at most 30 days, at most 90 days back),
+        page by page like the customers."""
+        query = (
+            f"startDate={quote(format_timestamp(start), safe=':')}"
+            f"&endDate={quote(format_timestamp(end), safe=':')}&size={self._page_size}"
+        )
+        yield from self._pages(f"{self._base}/auditrecords?{query}", "auditrecords")
+
+    def _pages(self, url: str, what: str) -> Iterator[dict[str, Any]]:
+        """Items of a seek-paged collection: the next page is the same URL with
+        `seekOperation=Next` and the continuation token in the MS-ContinuationToken header."""
+        first = url
         headers = self._headers()
         seen_tokens: set[str] = set()
         page = 0
         while True:
             body = self._transport.send_json("GET", url, headers=headers)
             page += 1
-            items = _items(body, "customers")
-            log.info("partner center: customers page %d with %d customers", page, len(items))
-            for item in items:
-                customer = _customer(item)
-                if customer is not None:
-                    yield customer
-            token = _continuation_token(body)
+            items = _items(body, what)
+            log.info("partner center: %s page %d with %d items", what, page, len(items))
+            yield from items
+            token = _continuation_token(body, what)
             if token is None:
                 return
             if token in seen_tokens:
                 raise InvalidResponseError(
-                    SERVICE, 200, "paging-loop", "customers paging returned a token already used"
+                    SERVICE, 200, "paging-loop", f"{what} paging returned a token already used"
                 )
             seen_tokens.add(token)
-            url = f"{self._base}/customers?size={self._page_size}&seekOperation=Next"
+            url = f"{first}&seekOperation=Next"
             headers = self._headers({"MS-ContinuationToken": token})
 
     def customer(self, customer_id: str) -> Customer:
@@ -117,7 +133,7 @@ def _items(body: Any, what: str) -> list[dict[str, Any]]:
     return [item for item in body["items"] if isinstance(item, dict)]
 
 
-def _continuation_token(body: dict[str, Any]) -> str | None:
+def _continuation_token(body: dict[str, Any], what: str = "customers") -> str | None:
     links = body.get("links")
     nxt = links.get("next") if isinstance(links, dict) else None
     if not isinstance(nxt, dict):
@@ -133,7 +149,7 @@ def _continuation_token(body: dict[str, Any]) -> str | None:
     if token:
         return str(token)
     raise InvalidResponseError(
-        SERVICE, 200, "invalid-paging", "customers page has links.next but no continuation token"
+        SERVICE, 200, "invalid-paging", f"{what} page has links.next but no continuation token"
     )
 
 

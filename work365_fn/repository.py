@@ -5,10 +5,12 @@ from __future__ import annotations
 import logging
 import re
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from .dataverse import DataverseClient, odata_guid, odata_string
+from .batch import BatchOperation
+from .dataverse import DataverseClient, odata_guid, odata_in, odata_string
 from .errors import ApiError, InvalidResponseError
 from .metadata import SubscriptionBindings
 from .model import (
@@ -18,9 +20,10 @@ from .model import (
     ProviderAccount,
     SubscriptionRecord,
     maybe_id,
+    norm_id,
 )
 from .schema import Schema
-from .settings import parse_timestamp
+from .settings import format_timestamp, parse_timestamp
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +34,10 @@ RECORD_NAMESPACE = uuid.UUID("6f1c2d52-3a5e-4c8e-9f1b-365b1110c0de")
 
 # How many of the setting row's newest audit rows are searched for the date of the change.
 AUDIT_ROWS_READ = 50
+
+# Values per `Microsoft.Dynamics.CRM.In` query of a scoped read: 100 GUIDs keep the URL near
+# 4.5 KB, far below Dataverse's URL limit.
+IN_CHUNK = 100
 
 _ENTITY_ID = re.compile(r"\(([0-9a-fA-F-]{36})\)\s*$")
 
@@ -131,11 +138,13 @@ class Repository:
 
     # ---- bulk reads --------------------------------------------------------------------------
 
-    def provider_accounts(self) -> list[ProviderAccount]:
+    def provider_accounts(self, filter: str | None = None) -> list[ProviderAccount]:
+        """Every Provider Account, or those matching an OData `filter` built with the
+        dataverse.py literal helpers."""
         t = self.schema.provider_account
         out = []
         for row in self.client.iter_rows(
-            t.entity_set, select=[t.id, t.name, t.customer_id, lookup(t.account)]
+            t.entity_set, select=[t.id, t.name, t.customer_id, lookup(t.account)], filter=filter
         ):
             customer = row.get(t.customer_id)
             out.append(
@@ -151,12 +160,16 @@ class Repository:
     def default_contracts(self) -> list[BillingContract]:
         """Every contract flagged Is Default, active or not (plan() ignores inactive ones; the
         report lists them)."""
+        return self.contracts(f"{self.schema.billing_contract.is_default} eq true")
+
+    def contracts(self, filter: str | None = None) -> list[BillingContract]:
+        """Billing contracts matching an OData `filter` (all of them without one)."""
         t = self.schema.billing_contract
         out = []
         for row in self.client.iter_rows(
             t.entity_set,
             select=[t.id, t.name, t.is_default, t.state, lookup(t.account)],
-            filter=f"{t.is_default} eq true",
+            filter=filter,
         ):
             out.append(
                 BillingContract(
@@ -203,6 +216,91 @@ class Repository:
             )
         ]
 
+    def subscription_rows(
+        self, columns: Sequence[str] = (), filter: str | None = None
+    ) -> list[tuple[SubscriptionRecord, dict[str, Any]]]:
+        """Records with a provider subscription id (and matching `filter`), each with the raw
+        values of the extra `columns` (e.g. the billing reference columns, for backfill)."""
+        t = self.schema.subscription
+        where = f"{t.provider_subscription_id} ne null" + (f" and ({filter})" if filter else "")
+        select = self._record_select() + [c for c in columns if c not in self._record_select()]
+        return [
+            (self._record(row), {c: row.get(c) for c in columns})
+            for row in self.client.iter_rows(t.entity_set, select=select, filter=where)
+        ]
+
+    def record_row(
+        self, address: str, columns: Sequence[str] = ()
+    ) -> tuple[SubscriptionRecord, dict[str, Any]]:
+        """Re-read one record with the raw values of `columns` (NotFoundError when gone)."""
+        t = self.schema.subscription
+        select = self._record_select() + [c for c in columns if c not in self._record_select()]
+        row = self.client.get_row(t.entity_set, address, select=select)
+        return self._record(row), {c: row.get(c) for c in columns}
+
+    def account_names(self, account_ids: Sequence[str]) -> dict[str, str]:
+        """Names of the given Accounts (lower-case id -> name), read with `In` in chunks of
+        IN_CHUNK ids; ids that no longer exist are absent."""
+        t = self.schema.account
+        out: dict[str, str] = {}
+        for chunk in _chunks(sorted({norm_id(a) for a in account_ids}), IN_CHUNK):
+            for row in self.client.iter_rows(
+                t.entity_set, select=[t.id, t.name], filter=odata_in(t.id, chunk)
+            ):
+                account_id = _guid_or_none(row.get(t.id))
+                if account_id:
+                    out[account_id] = str(row.get(t.name) or "")
+        return out
+
+    # ---- scoped reads (a run over some customers: scoped or incremental) --------------------
+
+    def records_for_subscriptions(
+        self, subscription_ids: Sequence[str]
+    ) -> list[SubscriptionRecord]:
+        """Records whose provider subscription id is one of `subscription_ids`, read with
+        `Microsoft.Dynamics.CRM.In` in chunks of IN_CHUNK ids."""
+        t = self.schema.subscription
+        out: list[SubscriptionRecord] = []
+        for chunk in _chunks(sorted({s.lower() for s in subscription_ids}), IN_CHUNK):
+            out.extend(
+                self._record(row)
+                for row in self.client.iter_rows(
+                    t.entity_set,
+                    select=self._record_select(),
+                    filter=odata_in(t.provider_subscription_id, chunk),
+                )
+            )
+        return out
+
+    def provider_accounts_of_customers(self, customer_ids: Sequence[str]) -> list[ProviderAccount]:
+        """Provider Accounts whose customer id is one of `customer_ids` (In, in chunks)."""
+        column = self.schema.provider_account.customer_id
+        out: list[ProviderAccount] = []
+        for chunk in _chunks(sorted({c.lower() for c in customer_ids}), IN_CHUNK):
+            out.extend(self.provider_accounts(odata_in(column, chunk)))
+        return out
+
+    def provider_accounts_of_accounts(self, account_ids: Sequence[str]) -> list[ProviderAccount]:
+        """Provider Accounts under one of `account_ids` (In on the lookup, in chunks)."""
+        column = lookup(self.schema.provider_account.account)
+        out: list[ProviderAccount] = []
+        for chunk in _chunks(sorted({norm_id(a) for a in account_ids}), IN_CHUNK):
+            out.extend(self.provider_accounts(odata_in(column, chunk)))
+        return out
+
+    def unassigned_records_since(self, since: datetime) -> list[SubscriptionRecord]:
+        """Records with a provider subscription id and no Billing Contract, created at or after
+        `since` (what an incremental run must not miss: a record made hours after its order)."""
+        t = self.schema.subscription
+        flt = (
+            f"{t.provider_subscription_id} ne null and {lookup(t.billing_contract)} eq null"
+            f" and createdon ge {format_timestamp(since)}"
+        )
+        return [
+            self._record(row)
+            for row in self.client.iter_rows(t.entity_set, select=self._record_select(), filter=flt)
+        ]
+
     def record(self, address: str) -> SubscriptionRecord:
         """Re-read one record by id or key address (NotFoundError when gone)."""
         t = self.schema.subscription
@@ -216,16 +314,28 @@ class Repository:
         self, record: SubscriptionRecord, contract_id: str, bindings: SubscriptionBindings
     ) -> None:
         """Bind the contract only if the record is unchanged since read (ConflictError: 412)."""
+        op = self.assign_operation(record, contract_id, bindings)
+        assert record.etag is not None and op.body is not None
+        self.client.update(
+            self.schema.subscription.entity_set, record.id, dict(op.body), etag=record.etag
+        )
+
+    def assign_operation(
+        self, record: SubscriptionRecord, contract_id: str, bindings: SubscriptionBindings
+    ) -> BatchOperation:
+        """`assign` as one operation of a `$batch` (PATCH with If-Match)."""
         if not record.etag:
             raise InvalidResponseError(
                 "dataverse", 200, "no-etag", f"record {record.id} was read without an ETag"
             )
-        body = {
+        body: dict[str, Any] = {
             f"{bindings.billing_contract_nav}@odata.bind": (
                 f"/{self.schema.billing_contract.entity_set}({odata_guid(contract_id)})"
             )
         }
-        self.client.update(self.schema.subscription.entity_set, record.id, body, etag=record.etag)
+        return self.client.update_operation(
+            self.schema.subscription.entity_set, record.id, body, etag=record.etag
+        )
 
     def create_address(self, sub: PcSubscription, bindings: SubscriptionBindings) -> str:
         t = self.schema.subscription
@@ -243,6 +353,33 @@ class Repository:
         """Create-only (If-None-Match: *) at a deterministic address; ConflictError when the
         record exists already. Returns the new record id."""
         t = self.schema.subscription
+        address = self.create_address(sub, bindings)
+        body = self._create_body(sub, account_id, contract_id, bindings)
+        entity_id = self.client.create_only(t.entity_set, address, body)
+        return self.created_record_id(address, entity_id, bindings)
+
+    def create_operation(
+        self,
+        sub: PcSubscription,
+        account_id: str | None,
+        contract_id: str | None,
+        bindings: SubscriptionBindings,
+    ) -> BatchOperation:
+        """`create` as one operation of a `$batch` (PATCH with If-None-Match: *)."""
+        return self.client.create_only_operation(
+            self.schema.subscription.entity_set,
+            self.create_address(sub, bindings),
+            self._create_body(sub, account_id, contract_id, bindings),
+        )
+
+    def _create_body(
+        self,
+        sub: PcSubscription,
+        account_id: str | None,
+        contract_id: str | None,
+        bindings: SubscriptionBindings,
+    ) -> dict[str, Any]:
+        t = self.schema.subscription
         body: dict[str, Any] = {
             t.provider_subscription_id: sub.id.lower(),
             t.name: sub.display_name[:100],
@@ -255,8 +392,13 @@ class Repository:
             body[f"{bindings.billing_contract_nav}@odata.bind"] = (
                 f"/{self.schema.billing_contract.entity_set}({odata_guid(contract_id)})"
             )
-        address = self.create_address(sub, bindings)
-        entity_id = self.client.create_only(t.entity_set, address, body)
+        return body
+
+    def created_record_id(
+        self, address: str, entity_id: str | None, bindings: SubscriptionBindings
+    ) -> str:
+        """The id of a record created at `address`: the address itself, or (alternate key) the
+        id in the answer's OData-EntityId."""
         if not bindings.alternate_key:
             return address
         match = _ENTITY_ID.search(entity_id or "")
@@ -286,6 +428,10 @@ def _latest_enabling(details: list[dict[str, Any]], column: str) -> tuple[dateti
         elif latest is None or when > latest:
             latest = when
     return latest, undated
+
+
+def _chunks(values: Sequence[str], size: int) -> list[list[str]]:
+    return [list(values[i : i + size]) for i in range(0, len(values), size)]
 
 
 def _guid_or_none(value: object) -> str | None:

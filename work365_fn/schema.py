@@ -102,8 +102,13 @@ def _override(section: str, base: _T, raw: object) -> _T:
             raise SchemaError(f"schema file: unknown key '{section}.{key}' (known: {allowed})")
         current = getattr(base, spec.name)
         if isinstance(current, tuple):
-            if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-                raise SchemaError(f"schema file: '{section}.{key}' must be a list of names")
+            if not isinstance(value, list) or not all(
+                isinstance(v, str) and _is_name(v) for v in value
+            ):
+                raise SchemaError(
+                    f"schema file: '{section}.{key}' must be a list of Dataverse logical names "
+                    "(letters, digits, underscore)"
+                )
             changes[spec.name] = tuple(value)
         elif isinstance(current, int):
             if not isinstance(value, int) or isinstance(value, bool):

@@ -3,8 +3,12 @@ worker (Functions) or once per command (CLI). Constructing it does no network I/
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import threading
-from collections.abc import Callable
+import time
+import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import requests
@@ -12,16 +16,21 @@ import requests
 from .auth import MsalApp, MsalTokenProvider, TokenProvider
 from .dataverse import REQUEST_ID_HEADER, DataverseClient
 from .dataverse import parse_error as dataverse_error
-from .http import RetryPolicy, Transport, build_session
+from .errors import MissingSettingError
+from .fanout import refuse_while_fanned_out
+from .http import RateLimiter, RetryPolicy, Transport, build_session
+from .logs import install as install_logging
 from .metadata import Check, SubscriptionBindings, check_schema, subscription_bindings
 from .partner_center import PartnerCenterClient
 from .partner_center import parse_error as partner_center_error
 from .repository import Repository
 from .schema import Schema
 from .settings import Settings
-from .storage import FileRunStore, RunStore
+from .storage import AppStorage, FileRunStore, JobQueue, Lease, RunStore
 from .summary import RunSummary
 from .sync import SyncDeps, SyncRequest, run_sync
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -31,10 +40,12 @@ class Services:
     dataverse: DataverseClient
     partner_center_transport: Transport
     sleep: Callable[[float], None] | None = None
+    monotonic: Callable[[], float] = time.monotonic  # run deadlines and rate limits
 
     def __post_init__(self) -> None:
         self._bindings: SubscriptionBindings | None = None
         self._lock = threading.Lock()
+        self._storage: AppStorage | None = None
 
     @classmethod
     def build(
@@ -45,16 +56,26 @@ class Services:
         sleep: Callable[[float], None] | None = None,
         dataverse_tokens: TokenProvider | None = None,
         partner_center_tokens: TokenProvider | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> Services:
+        install_logging()  # run ids on every line, secrets on none (idempotent)
         schema = Schema.load(settings.schema_file)
         session = session or build_session(pool_size=max(16, settings.concurrency * 2))
         verify: str | bool = settings.ca_bundle or True
+        timeout = (settings.connect_timeout, settings.read_timeout)
         if dataverse_tokens is None or partner_center_tokens is None:
-            dv_app = MsalApp(settings.dataverse_credential, settings.authority_host, session)
+            dv_app = MsalApp(
+                settings.dataverse_credential, settings.authority_host, session, timeout=timeout
+            )
             pc_app = (
                 dv_app
                 if settings.partner_center_credential == settings.dataverse_credential
-                else MsalApp(settings.partner_center_credential, settings.authority_host, session)
+                else MsalApp(
+                    settings.partner_center_credential,
+                    settings.authority_host,
+                    session,
+                    timeout=timeout,
+                )
             )
             if settings.ca_bundle:
                 # MSAL sends through our session; requests lets REQUESTS_CA_BUNDLE override
@@ -68,7 +89,22 @@ class Services:
                 pc_app, settings.partner_center_scope, "partnerCenter"
             )
         retry = RetryPolicy(settings.max_attempts, settings.max_retry_seconds, sleep)
-        timeout = (settings.connect_timeout, settings.read_timeout)
+        # One limiter per service, shared by every thread of this worker (DESIGN.md section 3);
+        # scaled-out instances split the budget (WORK365_MAX_INSTANCES, README "Scaling out").
+        dv_limiter = RateLimiter(
+            "dataverse",
+            settings.instance_share(settings.dataverse_max_requests_per_5min),
+            300.0,
+            clock=monotonic,
+            sleep=sleep,
+        )
+        pc_limiter = RateLimiter(
+            "partnerCenter",
+            settings.instance_share(settings.pc_max_requests_per_minute),
+            60.0,
+            clock=monotonic,
+            sleep=sleep,
+        )
         dv_transport = Transport(
             "dataverse",
             session,
@@ -78,6 +114,7 @@ class Services:
             timeout=timeout,
             verify=verify,
             request_id_header=REQUEST_ID_HEADER,
+            limiter=dv_limiter,
         )
         pc_transport = Transport(
             "partnerCenter",
@@ -88,11 +125,12 @@ class Services:
             timeout=timeout,
             verify=verify,
             request_id_header="MS-RequestId",
+            limiter=pc_limiter,
         )
         client = DataverseClient(
             settings.dataverse_url, dv_transport, page_size=settings.dataverse_page_size
         )
-        return cls(settings, schema, client, pc_transport, sleep)
+        return cls(settings, schema, client, pc_transport, sleep, monotonic)
 
     def repository(self) -> Repository:
         return Repository(self.dataverse, self.schema)
@@ -119,11 +157,65 @@ class Services:
             create_missing=self.settings.create_missing,
             associate_since=self.settings.associate_since,
             concurrency=self.settings.concurrency,
+            monotonic=self.monotonic,
+            batch_size=self.settings.batch_size,
+            sleep=self.sleep or time.sleep,
+            max_attempts=self.settings.max_attempts,
+            run_store=self.run_store(),
+            overlap_hours=self.settings.incremental_overlap_hours,
+            full_every_hours=self.settings.full_sync_every_hours,
         )
-        return run_sync(deps, request, run_id)
+        if request.customer_ids or request.dry_run:
+            return run_sync(deps, request, run_id)  # scoped or read-only: no lease
+        run_id = run_id or str(uuid.uuid4())
+        with self.full_sync_lease(run_id):  # raises LeaseTakenError when another run holds it
+            return run_sync(deps, request, run_id)
+
+    def app_storage(self) -> AppStorage | None:
+        """The app's storage account (WORK365_STORAGE or AzureWebJobsStorage), None without one."""
+        with self._lock:
+            if self._storage is None and self.settings.storage_connection:
+                self._storage = AppStorage(
+                    self.settings.storage_connection,
+                    container=self.settings.runs_container,
+                    queue=self.settings.jobs_queue,
+                    setting=self.settings.storage_setting,
+                )
+            return self._storage
+
+    def job_queue(self) -> JobQueue:
+        storage = self.app_storage()
+        if storage is None:
+            raise MissingSettingError(
+                "WORK365_STORAGE",
+                "a storage connection string (or AzureWebJobsStorage) for asynchronous runs",
+            )
+        return storage.jobs()
+
+    @contextlib.contextmanager
+    def full_sync_lease(self, run_id: str) -> Iterator[Lease | None]:
+        """The lease one whole-tenant sync holds at a time; none without app storage. While a
+        fanned-out run's batches are in flight it counts as held by that run (fanout.py)."""
+        storage = self.app_storage()
+        if storage is None:
+            log.info(
+                "[run %s] no app storage configured: running without the full-sync lease; "
+                "conditional writes keep concurrent runs safe",
+                run_id,
+                extra={"run_id": run_id},
+            )
+            yield None
+            return
+        with storage.lease(run_id) as lease:
+            refuse_while_fanned_out(storage.run_store(), run_id)  # raises LeaseTakenError
+            yield lease
 
     def run_store(self) -> RunStore:
-        """Where run documents live: a local folder (WORK365_STATE_DIR)."""
+        """Where run documents live: the app's storage account when there is one, else a local
+        folder (WORK365_STATE_DIR)."""
+        storage = self.app_storage()
+        if storage is not None:
+            return storage.run_store()
         return FileRunStore(self.settings.state_dir)
 
     def check_schema(self) -> list[Check]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -15,6 +16,8 @@ PUBLIC_AUTHORITY_HOST = "https://login.microsoftonline.com"
 PUBLIC_PARTNER_CENTER_URL = "https://api.partnercenter.microsoft.com"
 PARTNER_CENTER_SCOPE = "https://api.partnercenter.microsoft.com/.default"
 DEFAULT_SCHEDULE = "0 0 * * * *"  # NCRONTAB, hourly on the hour
+MIN_SIGNING_KEY_CHARS = 32
+_STORAGE_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
 
 
 @dataclass(frozen=True)
@@ -51,9 +54,41 @@ class Settings:
     customer_page_size: int = 500
     dataverse_page_size: int = 5000
     http_budget_seconds: float = 90.0
+    # The timer run stops taking new customers after this: a margin below host.json's
+    # functionTimeout (10 min), so the host never kills a run mid-write.
+    run_deadline_seconds: float = 480.0
+    # Client-side request limits per service (0 = off); DESIGN.md section 3.
+    dataverse_max_requests_per_5min: int = 5000
+    pc_max_requests_per_minute: int = 300
     schema_file: str | None = None
     ca_bundle: str | None = None
+    # The app's own storage (run state, job queue, lease); None = none configured (CLI, sandbox).
+    storage_connection: str | None = field(default=None, repr=False)
+    storage_setting: str = "WORK365_STORAGE"  # which key it came from, for error messages
+    run_signing_key: str | None = field(default=None, repr=False)
+    jobs_queue: str = "work365-jobs"
+    runs_container: str = "work365-runs"
     state_dir: str = ".work365"
+    # Digest after timer runs (notify.py). The URL carries a signature: never shown.
+    notify_url: str | None = field(default=None, repr=False)
+    notify_format: str = "teams"  # teams | json
+    report_url: str | None = None
+    batch_size: int = 100
+    incremental_overlap_hours: float = 6.0
+    full_sync_every_hours: float = 24.0
+    # Fan-out (fanout.py): a timer full run over more customers than the threshold (0 = never)
+    # is split into queue messages of `fanout_batch_size` customers; a run not aggregated after
+    # `fanout_timeout_minutes` no longer blocks the next full run.
+    fanout_threshold: int = 200
+    fanout_batch_size: int = 50
+    fanout_timeout_minutes: float = 240.0
+    # Instances that may run at once (functionAppScaleLimit): each one gets this share of the
+    # request limits above, since the APIs count per user across every instance.
+    max_instances: int = 1
+
+    def instance_share(self, limit: int) -> int:
+        """This instance's part of a request limit shared by `max_instances` (0 stays off)."""
+        return 0 if limit <= 0 else max(1, limit // self.max_instances)
 
     @property
     def dataverse_scope(self) -> str:
@@ -87,6 +122,7 @@ class Settings:
                 cert_thumbprint=shared.cert_thumbprint,
             )
         )
+        storage_key, storage = r.storage_connection()
         return cls(
             dataverse_credential=shared,
             partner_center_credential=pc_credential,
@@ -103,7 +139,7 @@ class Settings:
             create_missing=r.boolean("WORK365_CREATE_MISSING", False),
             associate_since=r.timestamp("WORK365_ASSOCIATE_SINCE"),
             connect_timeout=r.number("WORK365_HTTP_CONNECT_TIMEOUT", 10.0, 1, 300),
-            read_timeout=r.number("WORK365_HTTP_READ_TIMEOUT", 60.0, 1, 600),
+            read_timeout=r.number("WORK365_HTTP_READ_TIMEOUT", 60.0, 0.1, 600),
             max_attempts=int(r.number("WORK365_MAX_ATTEMPTS", 5, 1, 20, integer=True)),
             max_retry_seconds=r.number("WORK365_MAX_RETRY_SECONDS", 120.0, 0, 3600),
             concurrency=int(r.number("WORK365_CONCURRENCY", 8, 1, 64, integer=True)),
@@ -112,9 +148,34 @@ class Settings:
                 r.number("WORK365_DATAVERSE_PAGE_SIZE", 5000, 1, 5000, integer=True)
             ),
             http_budget_seconds=r.number("WORK365_HTTP_BUDGET_SECONDS", 90.0, 5, 100),
+            run_deadline_seconds=r.number("WORK365_RUN_DEADLINE_SECONDS", 480.0, 10, 3600),
+            dataverse_max_requests_per_5min=int(
+                r.number("WORK365_DATAVERSE_MAX_REQUESTS_PER_5MIN", 5000, 0, 6000, integer=True)
+            ),
+            pc_max_requests_per_minute=int(
+                r.number("WORK365_PC_MAX_REQUESTS_PER_MINUTE", 300, 0, 100000, integer=True)
+            ),
             schema_file=r.optional("WORK365_SCHEMA_FILE"),
             ca_bundle=r.existing_file("WORK365_CA_BUNDLE"),
+            storage_connection=storage,
+            storage_setting=storage_key,
+            run_signing_key=r.signing_key("WORK365_RUN_SIGNING_KEY"),
+            # the host moves failed messages to "<queue>-poison": 63 characters at most
+            jobs_queue=r.storage_name("WORK365_JOBS_QUEUE", "work365-jobs", 56),
+            runs_container=r.storage_name("WORK365_RUNS_CONTAINER", "work365-runs"),
             state_dir=r.optional("WORK365_STATE_DIR") or ".work365",
+            notify_url=r.link("WORK365_NOTIFY_URL", "a Teams Workflows or Power Automate URL"),
+            notify_format=r.choice("WORK365_NOTIFY_FORMAT", ("teams", "json"), "teams"),
+            report_url=r.link("WORK365_REPORT_URL", "the URL admins open to see the report"),
+            batch_size=int(r.number("WORK365_BATCH_SIZE", 100, 1, 1000, integer=True)),
+            incremental_overlap_hours=r.number("WORK365_INCREMENTAL_OVERLAP_HOURS", 6.0, 0, 72),
+            full_sync_every_hours=r.number("WORK365_FULL_SYNC_EVERY_HOURS", 24.0, 1, 2160),
+            fanout_threshold=int(
+                r.number("WORK365_FANOUT_THRESHOLD", 200, 0, 1_000_000, integer=True)
+            ),
+            fanout_batch_size=int(r.number("WORK365_FANOUT_BATCH_SIZE", 50, 1, 1000, integer=True)),
+            fanout_timeout_minutes=r.number("WORK365_FANOUT_TIMEOUT_MINUTES", 240.0, 10, 10080),
+            max_instances=int(r.number("WORK365_MAX_INSTANCES", 1, 1, 200, integer=True)),
         )
 
 
@@ -174,6 +235,22 @@ class _Reader:
             raise InvalidSettingError(key, f"an https URL like {example}")
         return value.rstrip("/")
 
+    def link(self, key: str, what: str) -> str | None:
+        """An optional https URL that may carry a query (a signature): never echoed."""
+        value = self.optional(key)
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme != "https" or not parts.hostname:
+            raise InvalidSettingError(key, f"an https URL ({what})")
+        return value
+
+    def choice(self, key: str, allowed: tuple[str, ...], default: str) -> str:
+        value = (self.optional(key) or default).lower()
+        if value not in allowed:
+            raise InvalidSettingError(key, " or ".join(allowed))
+        return value
+
     def boolean(self, key: str, default: bool) -> bool:
         value = self.optional(key)
         if value is None:
@@ -221,6 +298,51 @@ class _Reader:
         value = self.optional(key)
         if value is not None and not os.path.isfile(value):
             raise InvalidSettingError(key, "the path of an existing PEM file")
+        return value
+
+    def storage_connection(self) -> tuple[str, str | None]:
+        """WORK365_STORAGE, else AzureWebJobsStorage (the Function App's own account), else None.
+
+        `UseDevelopmentStorage=true` (any case) means Azurite on its default local ports."""
+        for key in ("WORK365_STORAGE", "AzureWebJobsStorage"):
+            value = self.optional(key)
+            if value is None:
+                continue
+            if value.rstrip(";").replace(" ", "").lower() == "usedevelopmentstorage=true":
+                return key, "UseDevelopmentStorage=true"
+            items = [item.partition("=") for item in value.rstrip(";").split(";")]
+            parts = {k.strip().lower(): v.strip() for k, _, v in items}
+            has_key = parts.get("accountname") and parts.get("accountkey")
+            has_sas = parts.get("sharedaccesssignature") and (
+                parts.get("blobendpoint") or parts.get("queueendpoint")
+            )
+            if any(not sep or not v.strip() for _, sep, v in items) or not (has_key or has_sas):
+                raise InvalidSettingError(
+                    key,
+                    "a storage connection string like DefaultEndpointsProtocol=https;"
+                    "AccountName=<name>;AccountKey=<key>;EndpointSuffix=core.windows.net "
+                    "(or UseDevelopmentStorage=true for Azurite)",
+                )
+            return key, value
+        return "WORK365_STORAGE", None
+
+    def signing_key(self, key: str) -> str | None:
+        value = self.optional(key)
+        if value is not None and len(value) < MIN_SIGNING_KEY_CHARS:
+            raise InvalidSettingError(
+                key,
+                f"at least {MIN_SIGNING_KEY_CHARS} characters of random text "
+                "(e.g. the output of: openssl rand -base64 48)",
+            )
+        return value
+
+    def storage_name(self, key: str, default: str, longest: int = 63) -> str:
+        """Queue and container names: lower-case letters, digits and single hyphens."""
+        value = self.optional(key) or default
+        if not _STORAGE_NAME.match(value) or "--" in value or len(value) > longest:
+            raise InvalidSettingError(
+                key, f"3-{longest} lower-case letters, digits and single hyphens, like {default}"
+            )
         return value
 
 

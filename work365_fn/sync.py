@@ -7,28 +7,48 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from .association import Action, Decision, Reason, World, decide_for_record, plan
-from .errors import ApiError, AuthError, ConflictError, NotFoundError, Work365Error
+from .association import Action, Reason, World, plan
+from .errors import ApiError, AuthError, Work365Error
+from .http import failure_fields
+from .incremental import (
+    Mode,
+    ModeChoice,
+    Watermark,
+    audit_windows,
+    changed_customers,
+    choose_mode,
+    load_watermark,
+    parse_mode,
+    save_watermark,
+)
+from .logs import run_context, submit_in_context
 from .metadata import SubscriptionBindings
 from .model import Customer, PcSubscription, norm_id
 from .partner_center import PartnerCenterClient, is_no_relationship
 from .repository import Repository
+from .storage import RunStore
 from .summary import RunSummary
+from .writer import MAX_WRITE_ATTEMPTS, BatchWriter
 
 log = logging.getLogger(__name__)
 
-MAX_WRITE_ATTEMPTS = 2  # a write that meets a 412 is re-read, re-decided and tried once more
+WRITE_GRACE_MAX_SECONDS = 60.0  # see _write_deadline
+
+__all__ = ["MAX_WRITE_ATTEMPTS", "SyncDeps", "SyncRequest", "run_sync", "scoped_ids"]
 
 
 @dataclass(frozen=True)
 class SyncRequest:
     dry_run: bool = False
     customer_ids: tuple[str, ...] = ()
-    budget_seconds: float | None = None  # stop taking new customers after this long
+    budget_seconds: float | None = None  # stop taking new customers (and writes) after this long
+    # "full" | "incremental" | "auto" (incremental.Mode). Scoped runs (customer_ids) are full
+    # runs over those customers and never read or move the watermark.
+    mode: str = "full"
 
 
 class RunLog(logging.LoggerAdapter[logging.Logger]):
@@ -50,10 +70,22 @@ class SyncDeps:
     concurrency: int = 8
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     monotonic: Callable[[], float] = time.monotonic
+    batch_size: int = 100  # writes per $batch (WORK365_BATCH_SIZE)
+    sleep: Callable[[float], None] = time.sleep  # Retry-After waits between write batches
+    max_attempts: int = 5  # whole-batch 429s in a row before the writes give up
+    run_store: RunStore | None = None  # where the watermark lives; None: no incremental runs
+    overlap_hours: float = 6.0
+    full_every_hours: float = 24.0
 
 
 def run_sync(deps: SyncDeps, request: SyncRequest, run_id: str | None = None) -> RunSummary:
     run_id = run_id or str(uuid.uuid4())
+    # Every line logged during the run (clients and worker threads included) carries its id.
+    with run_context(run_id):
+        return _run_sync(deps, request, run_id)
+
+
+def _run_sync(deps: SyncDeps, request: SyncRequest, run_id: str) -> RunSummary:
     rlog = RunLog(log, {"run_id": run_id})
     started = deps.monotonic()
     deadline = started + request.budget_seconds if request.budget_seconds else None
@@ -69,7 +101,7 @@ def run_sync(deps: SyncDeps, request: SyncRequest, run_id: str | None = None) ->
     except (ApiError, AuthError) as exc:
         summary.fatal = True
         summary.errors.append(_error_json(exc, None))
-        rlog.error("sync failed: %s", exc)
+        rlog.error("sync failed: %s", exc, extra=failure_fields(exc))
     summary.finished_at = deps.clock()
     rlog.info(
         "sync %s in %.1f s: %s",
@@ -80,6 +112,17 @@ def run_sync(deps: SyncDeps, request: SyncRequest, run_id: str | None = None) ->
     return summary
 
 
+def _write_deadline(intake_deadline: float | None, budget: float | None) -> float | None:
+    """New write batches may start until a grace after the run stops taking customers: what a
+    run read gets written (a run that reads until its deadline still makes progress instead of
+    leaving every write to a next run that would stop the same way), and the last batch still
+    ends before the host's limit (timer: 480 s + 60 s of a 600 s functionTimeout; HTTP: 90 s +
+    11 s)."""
+    if intake_deadline is None or budget is None:
+        return None
+    return intake_deadline + min(WRITE_GRACE_MAX_SECONDS, budget / 8)
+
+
 def _error_json(exc: Work365Error, customer_id: str | None) -> dict[str, object]:
     if isinstance(exc, ApiError):
         return exc.to_json(customer_id)
@@ -87,7 +130,8 @@ def _error_json(exc: Work365Error, customer_id: str | None) -> dict[str, object]
     return {
         "customerId": customer_id,
         "service": service,
-        "status": 401,
+        # a refused credential is a 401; an authority that stayed unreachable is not
+        "status": 503 if getattr(exc, "transient", False) else 401,
         "code": getattr(exc, "code", "") or "auth",
         "message": str(exc),
     }
@@ -110,17 +154,30 @@ def _run(
         setting.since.isoformat() if setting.since else None,
         setting.since_source,
     )
-    provider_accounts = repo.provider_accounts()
-    contracts = repo.default_contracts()
-    records = repo.subscription_records()
+    tracked = not request.customer_ids and not request.dry_run and deps.run_store is not None
+    state, choice = _choose_mode(deps, request, summary, rlog)
+    summary.mode = choice.mode.value
+    scope: list[str] | None = list(request.customer_ids) if request.customer_ids else None
+    if choice.mode is Mode.INCREMENTAL:
+        assert state is not None and choice.since is not None
+        scope = _changed_customers(deps, summary, rlog, state, choice.since)
+
+    if scope is None:  # every customer: bulk reads, a constant number of paged queries
+        provider_accounts = repo.provider_accounts()
+        contracts = repo.default_contracts()
+        records = repo.subscription_records()
+        subscriptions = _collect_subscriptions(deps, summary, rlog, deadline, None)
+    else:  # some customers: only their rows
+        subscriptions = _collect_subscriptions(deps, summary, rlog, deadline, scope)
+        provider_accounts = repo.provider_accounts_of_customers(scope) if subscriptions else []
+        contracts = repo.default_contracts() if subscriptions else []
+        records = repo.records_for_subscriptions([s.id for s in subscriptions])
     rlog.info(
         "dataverse: %d provider accounts, %d default contracts, %d subscription records",
         len(provider_accounts),
         len(contracts),
         len(records),
     )
-
-    subscriptions = _collect_subscriptions(deps, request, summary, rlog, deadline)
     world = World(
         setting=setting,
         subscriptions=subscriptions,
@@ -134,28 +191,124 @@ def _run(
     if request.dry_run or not writes:
         summary.decisions = decisions
         rlog.info("%d writes planned%s", len(writes), " (dry run: none made)" if writes else "")
+    else:
+        writer = BatchWriter(
+            repo,
+            world,
+            deps.bindings(),
+            summary,
+            rlog,
+            batch_size=deps.batch_size,
+            deadline=_write_deadline(deadline, request.budget_seconds),
+            monotonic=deps.monotonic,
+            sleep=deps.sleep,
+            max_throttled=deps.max_attempts,
+        )
+        rlog.info("writing %d subscriptions in batches of %d", len(writes), writer.batch_size)
+        summary.decisions = writer.write(decisions)
+    if tracked:
+        _advance_watermark(deps, summary, rlog, state, choice)
+
+
+def _choose_mode(
+    deps: SyncDeps, request: SyncRequest, summary: RunSummary, rlog: RunLog
+) -> tuple[Watermark | None, ModeChoice]:
+    requested = parse_mode(request.mode)
+    if request.customer_ids or requested is Mode.FULL or deps.run_store is None:
+        why = "scoped run" if request.customer_ids else "full run requested"
+        return None, ModeChoice(Mode.FULL, why)
+    try:
+        state = load_watermark(deps.run_store)
+    except Work365Error as exc:
+        summary.warnings.append(f"could not read the watermark ({exc}): this run is a full one")
+        state = None
+    choice = choose_mode(
+        requested,
+        state,
+        summary.started_at,
+        overlap_hours=deps.overlap_hours,
+        full_every_hours=deps.full_every_hours,
+    )
+    rlog.info("mode %s (asked %s): %s", choice.mode.value, requested.value, choice.why)
+    return state, choice
+
+
+def _changed_customers(
+    deps: SyncDeps, summary: RunSummary, rlog: RunLog, state: Watermark, since: datetime
+) -> list[str]:
+    """The customers an incremental run lists (incremental.py says which and why)."""
+    pc = deps.partner_center(summary.run_id)
+    audited: set[str] = set()
+    for start, end in audit_windows(since, summary.started_at):
+        audited |= changed_customers(pc.audit_records(start, end))
+    fresh = deps.repository.unassigned_records_since(since)
+    accounts = sorted({r.account_id for r in fresh if r.account_id})
+    mapped = {
+        pa.customer_id
+        for pa in (deps.repository.provider_accounts_of_accounts(accounts) if accounts else [])
+        if pa.customer_id
+    }
+    orphans = sum(1 for r in fresh if not r.account_id)
+    if orphans:
+        summary.warnings.append(
+            f"{orphans} unassigned subscription records created since {since.isoformat()} "
+            "have no Account, so their customer is unknown to an incremental run: the next "
+            "full run takes them"
+        )
+    pending = {c.lower() for c in state.pending_customers}
+    customers = sorted(audited | mapped | pending)
+    rlog.info(
+        "incremental: %d customers (%d in the activity log, %d with new unassigned records, "
+        "%d left over from the last run)",
+        len(customers),
+        len(audited),
+        len(mapped),
+        len(pending),
+    )
+    return customers
+
+
+def _advance_watermark(
+    deps: SyncDeps,
+    summary: RunSummary,
+    rlog: RunLog,
+    state: Watermark | None,
+    choice: ModeChoice,
+) -> None:
+    """The next run starts where this one started. Customers this run could not finish are
+    kept in `pendingCustomers` for the next incremental run."""
+    assert deps.run_store is not None
+    pending: set[str] = {str(s["customerId"]) for s in summary.skipped_customers}
+    for error in summary.errors:
+        customer = error.get("customerId")
+        if customer and not (error.get("status") == 403 and str(error.get("code")) == "20002"):
+            pending.add(str(customer))
+    pending |= {d.subscription.customer_id for d in summary.decisions if d.reason is Reason.ERROR}
+    full = choice.mode is Mode.FULL
+    last_full = summary.started_at if full else (state.last_full_at if state else None)
+    mark = Watermark(summary.started_at, summary.started_at, last_full, tuple(sorted(pending)))
+    try:
+        save_watermark(deps.run_store, mark)
+    except Work365Error as exc:
+        summary.warnings.append(f"could not save the watermark ({exc}): the next run is a full one")
+        rlog.error("could not save the watermark: %s", exc)
         return
-    bindings = deps.bindings()
-    rlog.info("writing %d subscriptions", len(writes))
-    final: list[Decision] = []
-    for decision in decisions:
-        if decision.action is Action.NONE:
-            final.append(decision)
-            continue
-        final.append(_write(repo, world, bindings, decision, summary, rlog))
-    summary.decisions = final
+    rlog.info(
+        "watermark moved to %s (%d customers pending)", mark.to_json()["watermark"], len(pending)
+    )
 
 
 def _collect_subscriptions(
     deps: SyncDeps,
-    request: SyncRequest,
     summary: RunSummary,
     rlog: RunLog,
     deadline: float | None,
+    customer_ids: Sequence[str] | None,
 ) -> list[PcSubscription]:
+    """Subscriptions of `customer_ids`, or of every customer (one paged listing) when None."""
     pc = deps.partner_center(summary.run_id)
-    if request.customer_ids:
-        customers = [Customer(id=norm_id(c)) for c in request.customer_ids]
+    if customer_ids is not None:
+        customers = [Customer(id=norm_id(c)) for c in customer_ids]
     else:
         customers = list(pc.iter_customers())
     summary.customers = len(customers)
@@ -171,7 +324,10 @@ def _collect_subscriptions(
 
     out: list[PcSubscription] = []
     with ThreadPoolExecutor(max_workers=max(1, deps.concurrency)) as pool:
-        for customer, subs, exc in pool.map(fetch, customers):
+        # Each task runs in a copy of this context, so its log lines carry the run's ids.
+        futures = [submit_in_context(pool, fetch, customer) for customer in customers]
+        for future in futures:
+            customer, subs, exc = future.result()
             if exc is not None:
                 assert isinstance(exc, Work365Error)
                 summary.errors.append(_error_json(exc, customer.id))
@@ -180,7 +336,12 @@ def _collect_subscriptions(
                         "customer %s: no reseller relationship (403 20002), skipped", customer.id
                     )
                 else:
-                    rlog.error("customer %s: subscriptions failed: %s", customer.id, exc)
+                    rlog.error(
+                        "customer %s: subscriptions failed: %s",
+                        customer.id,
+                        exc,
+                        extra=failure_fields(exc),
+                    )
             elif subs is None:
                 summary.skipped_customers.append({"customerId": customer.id, "why": "deadline"})
             else:
@@ -191,87 +352,6 @@ def _collect_subscriptions(
             len(summary.skipped_customers),
         )
     return out
-
-
-def _write(
-    repo: Repository,
-    world: World,
-    bindings: SubscriptionBindings,
-    decision: Decision,
-    summary: RunSummary,
-    rlog: RunLog,
-) -> Decision:
-    """Carry out one decision; on a 412 re-read the record, decide again, and retry once."""
-    sub = decision.subscription
-    for _attempt in range(MAX_WRITE_ATTEMPTS):
-        try:
-            if decision.action is Action.ASSIGN:
-                assert decision.record is not None and decision.contract_id is not None
-                repo.assign(decision.record, decision.contract_id, bindings)
-                rlog.info(
-                    "subscription %s: record %s assigned to contract %s",
-                    sub.id,
-                    decision.record.id,
-                    decision.contract_id,
-                )
-                return decision
-            if decision.action is Action.CREATE:
-                contract = (
-                    decision.contract_id if decision.reason is Reason.DEFAULT_CONTRACT else None
-                )
-                record_id = repo.create(sub, decision.account_id, contract, bindings)
-                summary.created += 1
-                rlog.info("subscription %s: record %s created", sub.id, record_id)
-                created = repo_record_stub(decision, record_id)
-                return replace(decision, record=created)
-            return decision
-        except ConflictError:
-            rlog.info("subscription %s: changed since read (412); re-reading", sub.id)
-            decision = _redecide(repo, world, bindings, decision)
-            if decision.action is Action.NONE:
-                return decision
-        except ApiError as exc:
-            summary.errors.append(_error_json(exc, sub.customer_id))
-            rlog.error("subscription %s: write failed: %s", sub.id, exc)
-            return _failed(decision, str(exc))
-    return _failed(decision, "the record kept changing while we wrote; the next run retries it")
-
-
-def _redecide(
-    repo: Repository, world: World, bindings: SubscriptionBindings, decision: Decision
-) -> Decision:
-    sub = decision.subscription
-    address = (
-        decision.record.id if decision.record is not None else repo.create_address(sub, bindings)
-    )
-    try:
-        record = repo.record(address)
-    except NotFoundError:
-        record = None
-    return decide_for_record(world, sub, record)
-
-
-def repo_record_stub(decision: Decision, record_id: str) -> Any:
-    from .model import SubscriptionRecord
-
-    return SubscriptionRecord(
-        id=record_id,
-        provider_subscription_id=decision.subscription.id,
-        account_id=decision.account_id,
-        billing_contract_id=decision.contract_id,
-        created_on=None,
-    )
-
-
-def _failed(decision: Decision, message: str) -> Decision:
-    return Decision(
-        decision.subscription,
-        decision.record,
-        Reason.ERROR,
-        Action.NONE,
-        account_id=decision.account_id,
-        message=message,
-    )
 
 
 def scoped_ids(values: Sequence[str]) -> tuple[str, ...]:

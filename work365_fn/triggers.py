@@ -12,8 +12,12 @@ from typing import Any
 import azure.functions as func
 
 from .errors import ConfigError, Work365Error
+from .fanout import FanoutRun, start_timer_run
+from .incremental import MODES
 from .model import is_guid
+from .notify import notify_run
 from .services import Services
+from .storage import LeaseTakenError
 from .summary import RunSummary
 from .sync import SyncRequest
 
@@ -59,6 +63,12 @@ def error_response(
 class SyncHttpRequest:
     dry_run: bool
     customer_ids: tuple[str, ...]
+    mode: str = "full"
+    run_async: bool = False  # "async": true -> 202 and a status URL to poll (runs.py)
+
+    def payload(self) -> dict[str, Any]:
+        """The job input of an asynchronous run (jobs.sync_job reads it back)."""
+        return {"dryRun": self.dry_run, "customerIds": list(self.customer_ids), "mode": self.mode}
 
     @classmethod
     def parse(cls, req: func.HttpRequest) -> SyncHttpRequest:
@@ -73,11 +83,15 @@ class SyncHttpRequest:
             raise BadRequest("body", "the body is not valid JSON") from None
         if not isinstance(body, dict):
             raise BadRequest("body", "the body must be a JSON object")
-        unknown = sorted(set(body) - {"dryRun", "customerIds"})
+        unknown = sorted(set(body) - {"dryRun", "customerIds", "mode", "async"})
         if unknown:
             raise BadRequest(
-                unknown[0], f"unknown field '{unknown[0]}' (known: dryRun, customerIds)"
+                unknown[0],
+                f"unknown field '{unknown[0]}' (known: dryRun, customerIds, mode, async)",
             )
+        run_async = body.get("async", False)
+        if not isinstance(run_async, bool):
+            raise BadRequest("async", "'async' must be true or false")
         dry_run = body.get("dryRun", False)
         if not isinstance(dry_run, bool):
             raise BadRequest("dryRun", "'dryRun' must be true or false")
@@ -93,7 +107,12 @@ class SyncHttpRequest:
             if not isinstance(value, str) or not is_guid(value):
                 raise BadRequest(f"customerIds[{i}]", f"'customerIds[{i}]' is not a GUID")
             out[value.lower()] = None
-        return cls(dry_run, tuple(out))
+        mode = body.get("mode", "full")
+        if mode not in MODES:
+            raise BadRequest("mode", f"'mode' must be one of {', '.join(MODES)}")
+        if out and mode != "full":
+            raise BadRequest("mode", "'mode' must be full (or absent) when customerIds is given")
+        return cls(dry_run, tuple(out), mode, run_async)
 
 
 def sync_http(req: func.HttpRequest, services: ServicesFactory) -> func.HttpResponse:
@@ -102,6 +121,15 @@ def sync_http(req: func.HttpRequest, services: ServicesFactory) -> func.HttpResp
         parsed = SyncHttpRequest.parse(req)
     except BadRequest as exc:
         return error_response(exc.status, "invalid-request", str(exc), run_id, field=exc.field)
+    if parsed.run_async:
+        from .runs import start_sync_async
+
+        try:
+            built = services()
+        except ConfigError as exc:
+            log.error("[run %s] configuration error: %s", run_id, exc)
+            return error_response(500, "configuration", str(exc), run_id)
+        return start_sync_async(parsed.payload(), built, req, run_id)
     try:
         built = services()
         summary = built.sync(
@@ -109,9 +137,15 @@ def sync_http(req: func.HttpRequest, services: ServicesFactory) -> func.HttpResp
                 dry_run=parsed.dry_run,
                 customer_ids=parsed.customer_ids,
                 budget_seconds=built.settings.http_budget_seconds,
+                mode=parsed.mode,
             ),
             run_id=run_id,
         )
+    except LeaseTakenError as exc:
+        from .runs import conflict_response
+
+        log.warning("[run %s] not started: sync already running (run %s)", run_id, exc.holder)
+        return conflict_response(run_id, exc.holder)
     except ConfigError as exc:
         log.error("[run %s] configuration error: %s", run_id, exc)
         return error_response(500, "configuration", str(exc), run_id)
@@ -139,21 +173,40 @@ def sync_timer(timer: Any, services: ServicesFactory) -> None:
     if getattr(timer, "past_due", False):
         log.warning("the timer is past due: running now")
     try:
-        summary = services().sync(SyncRequest())
+        built = services()
+        # many customers and app storage: queue customer batches instead (fanout.py)
+        outcome = start_timer_run(built)
+        if isinstance(outcome, FanoutRun):
+            return  # the batches' queue function aggregates, logs and notifies
+        # incremental unless a full is due; stops taking customers a margin before the host's
+        # functionTimeout (WORK365_RUN_DEADLINE_SECONDS)
+        summary = outcome or built.sync(
+            SyncRequest(mode="auto", budget_seconds=built.settings.run_deadline_seconds)
+        )
+    except LeaseTakenError as exc:
+        log.warning("sync skipped: sync already running (run %s)", exc.holder)
+        return
     except ConfigError as exc:
         log.error("sync not run: configuration error: %s", exc)
         raise
     log_summary(summary)
+    notify_run(summary, built.settings, sleep=built.sleep)  # never raises
 
 
 def log_summary(summary: RunSummary) -> None:
     """One structured record with the counts (not the per-subscription list: 32 KB limit)."""
-    line = summary.log_line()
-    level = logging.INFO if summary.status == "succeeded" else logging.WARNING
+    log_summary_json(summary.log_line())
+
+
+def log_summary_json(line: dict[str, Any]) -> None:
+    """`log_summary` of a summary in its JSON form, without `subscriptions` (a fanned-out
+    run's aggregate, fanout.py)."""
+    run_id = line.get("runId")
+    level = logging.INFO if line.get("status") == "succeeded" else logging.WARNING
     log.log(
         level,
         "[run %s] summary %s",
-        summary.run_id,
+        run_id,
         json.dumps(line, separators=(",", ":")),
-        extra={"run_id": summary.run_id, "summary": line},
+        extra={"run_id": run_id, "summary": line},
     )

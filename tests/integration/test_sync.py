@@ -82,7 +82,8 @@ def test_every_reason_in_one_run_and_only_the_default_is_written(world: World, s
     assert contract_of(box, gid("rec", 1)) == gid("con", 10)
     for n in (4, 5, 6, 7, 8, 9, 10):
         assert contract_of(box, gid("rec", n)) is None
-    assert box.counts()["dataverse"].get("PATCH work365_subscriptions") == 1
+    assert box.counts()["dataverse"].get("POST $batch") == 1
+    assert "PATCH work365_subscriptions" not in box.counts()["dataverse"]
 
     counts = data["counts"]
     assert counts["subscriptions"] == 10
@@ -245,8 +246,8 @@ def test_create_mode_does_not_duplicate_a_record_created_meanwhile(
     box.faults.add(
         {
             "service": "dataverse",
-            "method": "PATCH",
-            "path": record_id,
+            "method": "POST",
+            "path": r"\$batch",
             "kind": "race",
             "set": {
                 "work365_name": "created by someone else",
@@ -263,7 +264,7 @@ def test_create_mode_does_not_duplicate_a_record_created_meanwhile(
     assert summary_row["recordId"] == record_id
     assert data["counts"]["created"] == 0
     assert contract_of(box, record_id) == gid("con", 10)
-    assert box.counts()["dataverse"]["PATCH work365_subscriptions"] == 2  # 412, then assign
+    assert box.counts()["dataverse"]["POST $batch"] == 2  # 412, then assign
 
 
 def test_manual_assignment_between_read_and_write_is_kept(world: World, start: Any) -> None:
@@ -275,8 +276,8 @@ def test_manual_assignment_between_read_and_write_is_kept(world: World, start: A
     box.faults.add(
         {
             "service": "dataverse",
-            "method": "PATCH",
-            "path": "work365_subscriptions",
+            "method": "POST",
+            "path": r"\$batch",
             "kind": "race",
             "set": {"_work365_billingcontract_value": other},
             "times": 1,
@@ -301,8 +302,8 @@ def test_unrelated_change_between_read_and_write_is_retried(world: World, start:
     box.faults.add(
         {
             "service": "dataverse",
-            "method": "PATCH",
-            "path": "work365_subscriptions",
+            "method": "POST",
+            "path": r"\$batch",
             "kind": "race",
             "set": {"work365_name": "renamed"},
             "times": 1,
@@ -311,7 +312,7 @@ def test_unrelated_change_between_read_and_write_is_retried(world: World, start:
     data = sync(box).to_json()
     assert by_subscription_json(data)[sub]["reason"] == "default-contract"
     assert contract_of(box, gid("rec", 1)) == gid("con", 10)
-    assert box.counts()["dataverse"]["PATCH work365_subscriptions"] == 2
+    assert box.counts()["dataverse"]["POST $batch"] == 2
 
 
 def test_run_budget_skips_the_remaining_customers_and_says_so(world: World, start: Any) -> None:

@@ -49,16 +49,22 @@ FAULTS = [
         id="malformed-contracts",
     ),
     pytest.param(
-        {"service": "dataverse", "method": "PATCH", "kind": "drop"},
-        "PATCH work365_subscriptions",
+        {"service": "dataverse", "method": "POST", "path": r"\$batch", "kind": "drop"},
+        "POST $batch",
         None,
-        id="drop-patch",
+        id="drop-batch",
     ),
     pytest.param(
-        {"service": "dataverse", "method": "PATCH", "kind": "429", "retryAfter": 2},
-        "PATCH work365_subscriptions",
+        {
+            "service": "dataverse",
+            "method": "POST",
+            "path": r"\$batch",
+            "kind": "429",
+            "retryAfter": 2,
+        },
+        "POST $batch",
         2.0,
-        id="429-patch",
+        id="429-batch",
     ),
     pytest.param(
         {"service": "dataverse", "path": "work365_provideraccounts", "kind": "slow", "delayMs": 50},

@@ -87,7 +87,7 @@ def test_a_blank_setting_counts_as_missing() -> None:
         ("WORK365_AUTHORITY_HOST", "login.microsoftonline.com/SECRETISH", "an https URL"),
         ("WORK365_MAX_ATTEMPTS", "lots-SECRETISH", "an integer from 1 to 20"),
         ("WORK365_MAX_ATTEMPTS", "0", "an integer from 1 to 20"),
-        ("WORK365_HTTP_READ_TIMEOUT", "sixty-SECRETISH", "a number from 1 to 600"),
+        ("WORK365_HTTP_READ_TIMEOUT", "sixty-SECRETISH", "a number from 0.1 to 600"),
         ("WORK365_CONCURRENCY", "2.5", "an integer"),
         ("WORK365_CREATE_MISSING", "maybe-SECRETISH", "true or false"),
         ("WORK365_ASSOCIATE_SINCE", "last tuesday SECRETISH", "an ISO-8601 timestamp"),

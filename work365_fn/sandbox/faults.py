@@ -7,6 +7,8 @@ A fault rule (from a scenario's `faults` list, or `sandbox.faults.add({...})` in
      "path": "work365_subscriptions\\(",                    # optional regex: path, or path?query
      "kind": "429" | "503" | "500" | "slow" | "drop" | "malformed-json" | "401" | "race",
      "retryAfter": 1,          # 429 (default 1) and 503 (default none): Retry-After seconds
+     "code": "0x80072321",     # 429 on Dataverse: the service-protection code (default
+                               # 0x80072322, number of requests)
      "delayMs": 200,           # slow: delay before the normal answer (default 200)
      "set": {"column": value}, # race: changes applied to the row before the request is handled
      "times": 1,               # apply to the first N matching requests (default 1), or
@@ -38,7 +40,7 @@ SERVICES = ("dataverse", "partnerCenter", "token")
 KINDS = ("429", "503", "500", "slow", "drop", "malformed-json", "401", "race")
 _FIELDS = {
     "service", "method", "path", "kind", "retryAfter", "delayMs", "set", "times", "every",
-    "description",
+    "description", "code",
 }  # fmt: skip
 _METHODS = ("GET", "POST", "PATCH", "PUT", "DELETE", "HEAD", "OPTIONS")
 
@@ -50,6 +52,7 @@ class FaultRule:
     method: str | None = None
     path: re.Pattern[str] | None = None
     retry_after: float | None = None
+    code: str | None = None  # 429: the service's error code
     delay_ms: int = 200
     changes: Mapping[str, object] = field(default_factory=dict)
     times: int | None = 1
@@ -124,6 +127,13 @@ def parse_rule(raw: object, where: str = "faults[0]", origin: str = "fault rule"
     elif kind == "429":
         retry_after = 1.0
 
+    code = raw.get("code")
+    if code is not None:
+        if kind != "429":
+            raise fail("code", "only applies to kind 429")
+        if not isinstance(code, str) or not code:
+            raise fail("code", "must be a service error code like 0x80072321")
+
     delay = raw.get("delayMs")
     if delay is not None:
         if kind != "slow":
@@ -159,6 +169,7 @@ def parse_rule(raw: object, where: str = "faults[0]", origin: str = "fault rule"
         method=method,
         path=pattern,
         retry_after=retry_after,
+        code=code,
         delay_ms=int(delay) if delay is not None else 200,
         changes=dict(changes) if isinstance(changes, Mapping) else {},
         times=times,
@@ -277,6 +288,13 @@ DV_EXECUTION_TIME = "0x80072321"
 DV_CONCURRENCY = "0x80072326"
 DV_UNEXPECTED = "0x80040216"
 DV_UNAUTHORIZED = "0x80072560"
+# The messages Dataverse sends with each service-protection code (the limits' defaults).
+_DV_MESSAGES = {
+    DV_EXECUTION_TIME: "Combined execution time of incoming requests exceeded limit of "
+    "1,200,000 milliseconds over time window of 300 seconds. Decrease number of concurrent "
+    "requests or reduce the duration of requests and try again later.",
+    DV_CONCURRENCY: "Number of concurrent requests exceeded the limit of 52.",
+}
 
 
 def throttled(
@@ -354,6 +372,8 @@ def expired_token(service: str) -> Response:
 def respond(rule: FaultRule, service: str) -> Response:
     """The answer of a status fault (429, 503, 500, 401)."""
     if rule.kind == "429":
+        if rule.code is not None and service == "dataverse":
+            return throttled(service, rule.retry_after, rule.code, _DV_MESSAGES.get(rule.code))
         return throttled(service, rule.retry_after)
     if rule.kind == "401":
         return expired_token(service)

@@ -1,4 +1,7 @@
-"""Partner Center REST emulator: customers (seek-paged) and their subscriptions.
+"""Partner Center REST emulator: customers (seek-paged), their subscriptions, and the activity
+log (`GET /v1/auditrecords?startDate=..&endDate=..`, seek-paged like the customers; 90 days back
+at most, 30 days per request at most, as Microsoft documents). Each scenario subscription with a
+`creationDate` has a `create_order` record on that date; `partnerCenter.auditRecords` adds more.
 
 Rows live in SQLite tables prefixed `pc_` in the sandbox's database file, so a state file keeps
 them. Errors are Partner Center-shaped: `{"code", "description", "data", "source"}`.
@@ -14,9 +17,13 @@ import re
 import secrets
 import sqlite3
 import threading
+import uuid
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ..model import is_guid
+from ..settings import format_timestamp, parse_timestamp
 from .core import Request, Response, TokenIssuer
 from .scenario import Scenario
 
@@ -28,6 +35,10 @@ _CUSTOMERS = re.compile(r"/v1/customers/?")
 _CUSTOMER = re.compile(r"/v1/customers/([^/]+)")
 _SUBSCRIPTIONS = re.compile(r"/v1/customers/([^/]+)/subscriptions/?")
 _SUBSCRIPTION = re.compile(r"/v1/customers/([^/]+)/subscriptions/([^/]+)")
+_AUDIT = re.compile(r"/v1/auditrecords/?")
+AUDIT_DAYS = 90  # how far back the activity log answers
+AUDIT_WINDOW_DAYS = 30  # the longest startDate..endDate of one request
+_ORDER_NAMESPACE = uuid.UUID("0b6f1f5e-52a4-4f0c-8a36-3d6f0c1e5a77")
 
 _DDL = """
 CREATE TABLE IF NOT EXISTS pc_customers (
@@ -45,6 +56,12 @@ CREATE TABLE IF NOT EXISTS pc_subscriptions (
     raw TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS pc_subscriptions_customer ON pc_subscriptions (customer_key);
+CREATE TABLE IF NOT EXISTS pc_audit (
+    position INTEGER PRIMARY KEY,
+    operation_date TEXT NOT NULL,
+    raw TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS pc_audit_date ON pc_audit (operation_date, position);
 """
 
 
@@ -73,8 +90,10 @@ class PartnerCenterEmulator:
         *,
         audience: str = PC_AUDIENCE,
         partner_id: str = "6b1f4a2c-0d3e-4f5a-9b8c-7d6e5f4a3b2c",
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.tokens = tokens
+        self._clock = clock
         self.audience = audience
         self.partner_id = partner_id
         self._db = sqlite3.connect(db_path, check_same_thread=False, timeout=30)
@@ -95,6 +114,9 @@ class PartnerCenterEmulator:
         with self._lock, self._db:
             self._db.execute("DELETE FROM pc_subscriptions")
             self._db.execute("DELETE FROM pc_customers")
+            self._db.execute("DELETE FROM pc_audit")
+            for raw in scenario.audit_records:
+                self._insert_audit(self._audit_record(raw))
             for position, customer in enumerate(scenario.customers):
                 self._db.execute(
                     "INSERT INTO pc_customers VALUES (?, ?, ?, ?, ?, ?)",
@@ -112,6 +134,92 @@ class PartnerCenterEmulator:
                         "INSERT INTO pc_subscriptions (customer_key, id, raw) VALUES (?, ?, ?)",
                         (customer.id.lower(), sub.id, json.dumps(sub.raw)),
                     )
+                    order = self._order_record(customer.id, customer.company_name, sub.raw)
+                    if order is not None:
+                        self._insert_audit(order)
+
+    def add_subscription(
+        self, customer_id: str, item: Mapping[str, Any], *, activity: bool = True
+    ) -> None:
+        """A new subscription for an existing customer, as an order placed now would make it:
+        the item (its `creationDate` defaults to now) and, unless `activity` is False, its
+        `create_order` activity record."""
+        with self._lock, self._db:
+            row = self._db.execute(
+                "SELECT id, company_name FROM pc_customers WHERE id_key = ?", (customer_id.lower(),)
+            ).fetchone()
+            if row is None:
+                raise KeyError(f"no Partner Center customer {customer_id}")
+            raw = {"creationDate": format_timestamp(self._clock()), **item}
+            self._db.execute(
+                "INSERT INTO pc_subscriptions (customer_key, id, raw) VALUES (?, ?, ?)",
+                (customer_id.lower(), str(raw["id"]), json.dumps(raw)),
+            )
+            order = self._order_record(row["id"], row["company_name"], raw)
+            if activity and order is not None:
+                self._insert_audit(order)
+
+    def _insert_audit(self, record: dict[str, Any]) -> None:
+        when = parse_timestamp(str(record["operationDate"]))
+        assert when is not None
+        self._db.execute(
+            "INSERT INTO pc_audit (operation_date, raw) VALUES (?, ?)",
+            (when.isoformat(), json.dumps(record)),
+        )
+
+    def _audit_record(self, raw: Mapping[str, Any]) -> dict[str, Any]:
+        """A full AuditRecord (the documented shape) from a scenario's partial one."""
+        return {
+            "partnerId": self.partner_id,
+            "customerId": raw["customerId"],
+            "customerName": raw.get("customerName", ""),
+            "userPrincipalName": raw.get("userPrincipalName", "admin@sandbox.onmicrosoft.com"),
+            "resourceType": raw.get("resourceType", "subscription"),
+            "resourceNewValue": raw.get("resourceNewValue", ""),
+            "operationType": raw["operationType"],
+            "operationDate": raw["operationDate"],
+            "operationStatus": raw.get("operationStatus", "succeeded"),
+            "customizedData": raw.get("customizedData", []),
+            "attributes": {"objectType": "AuditRecord"},
+            **{k: raw[k] for k in ("applicationId", "resourceOldValue") if k in raw},
+        }
+
+    def _order_record(
+        self, customer_id: str, company_name: str, sub: Mapping[str, Any]
+    ) -> dict[str, Any] | None:
+        """The `create_order` record of the order that made `sub` (None without creationDate)."""
+        created = sub.get("creationDate")
+        if not isinstance(created, str) or parse_timestamp(created) is None:
+            return None
+        order_id = str(uuid.uuid5(_ORDER_NAMESPACE, str(sub["id"]).lower()))
+        line = {
+            "LineItemNumber": 0,
+            "OfferId": sub.get("offerId", ""),
+            "SubscriptionId": sub["id"],
+            "FriendlyName": sub.get("friendlyName", ""),
+            "Quantity": sub.get("quantity", 1),
+        }
+        order = {
+            "Id": order_id,
+            "ReferenceCustomerId": customer_id,
+            "LineItems": [line],
+            "CreationDate": created,
+            "Attributes": {"ObjectType": "Order"},
+        }
+        return self._audit_record(
+            {
+                "customerId": customer_id,
+                "customerName": company_name,
+                "resourceType": "order",
+                "resourceNewValue": json.dumps(order),
+                "operationType": "create_order",
+                "operationDate": created,
+                "customizedData": [
+                    {"key": "OrderId", "value": order_id},
+                    {"key": "SubscriptionId-0", "value": sub["id"]},
+                ],
+            }
+        )
 
     # --- protocol ----------------------------------------------------------------------------
 
@@ -119,6 +227,8 @@ class PartnerCenterEmulator:
         path = request.path
         if _CUSTOMERS.fullmatch(path):
             return f"{request.method} customers"
+        if _AUDIT.fullmatch(path):
+            return f"{request.method} auditrecords"
         if _SUBSCRIPTIONS.fullmatch(path):
             return f"{request.method} subscriptions"
         if _SUBSCRIPTION.fullmatch(path):
@@ -141,6 +251,8 @@ class PartnerCenterEmulator:
             return pc_error(405, 405, f"The method {request.method} is not allowed on {path}.")
         if _CUSTOMERS.fullmatch(path):
             return self._customers(request)
+        if _AUDIT.fullmatch(path):
+            return self._audit_records(request)
         match = _SUBSCRIPTIONS.fullmatch(path)
         if match:
             return self._subscriptions(match.group(1))
@@ -195,36 +307,98 @@ class PartnerCenterEmulator:
             return None
         return offset if isinstance(offset, int) and offset >= 0 else None
 
-    def _customers(self, request: Request) -> Response:
+    def _page_size(self, request: Request) -> int | Response:
         raw_size = request.param("size")
-        size = MAX_PAGE_SIZE
-        if raw_size is not None:
-            if not raw_size.isdigit() or not 1 <= int(raw_size) <= MAX_PAGE_SIZE:
-                return pc_error(
-                    400,
-                    800002,
-                    f"Invalid request input: size must be an integer from 1 to {MAX_PAGE_SIZE}.",
-                )
-            size = int(raw_size)
-        offset = 0
+        if raw_size is None:
+            return MAX_PAGE_SIZE
+        if not raw_size.isdigit() or not 1 <= int(raw_size) <= MAX_PAGE_SIZE:
+            return pc_error(
+                400,
+                800002,
+                f"Invalid request input: size must be an integer from 1 to {MAX_PAGE_SIZE}.",
+            )
+        return int(raw_size)
+
+    def _offset(self, request: Request) -> int | Response:
+        """0 for a first page; the continuation token's offset for `seekOperation=Next`."""
         seek = request.param("seekOperation")
-        if seek is not None:
-            if seek.lower() != "next":
-                return pc_error(
-                    400, 800002, f"Invalid request input: unsupported seekOperation '{seek}'."
-                )
-            token = request.headers.get("MS-ContinuationToken")
-            if not token:
-                return pc_error(
-                    400,
-                    800002,
-                    "Invalid request input: seekOperation=Next needs the MS-ContinuationToken "
-                    "header.",
-                )
-            read = self._read_page_token(token)
-            if read is None:
-                return pc_error(400, 800002, "Invalid request input: invalid continuation token.")
-            offset = read
+        if seek is None:
+            return 0
+        if seek.lower() != "next":
+            return pc_error(
+                400, 800002, f"Invalid request input: unsupported seekOperation '{seek}'."
+            )
+        token = request.headers.get("MS-ContinuationToken")
+        if not token:
+            return pc_error(
+                400,
+                800002,
+                "Invalid request input: seekOperation=Next needs the MS-ContinuationToken header.",
+            )
+        read = self._read_page_token(token)
+        if read is None:
+            return pc_error(400, 800002, "Invalid request input: invalid continuation token.")
+        return read
+
+    def _audit_records(self, request: Request) -> Response:
+        size = self._page_size(request)
+        if isinstance(size, Response):
+            return size
+        offset = self._offset(request)
+        if isinstance(offset, Response):
+            return offset
+        now = self._clock()
+        start = _date_param(request, "startDate", now - timedelta(days=AUDIT_WINDOW_DAYS))
+        end = _date_param(request, "endDate", None)
+        if isinstance(start, Response):
+            return start
+        if isinstance(end, Response):
+            return end
+        assert start is not None
+        if start < now - timedelta(days=AUDIT_DAYS):
+            return pc_error(
+                400,
+                400,
+                f"Invalid request input: startDate can be at most {AUDIT_DAYS} days before the "
+                "current date.",
+            )
+        end = end or min(now, start + timedelta(days=AUDIT_WINDOW_DAYS))
+        if end < start or end - start > timedelta(days=AUDIT_WINDOW_DAYS):
+            return pc_error(
+                400,
+                400,
+                "Invalid request input: endDate must follow startDate by at most "
+                f"{AUDIT_WINDOW_DAYS} days.",
+            )
+        rows = self._query(
+            "SELECT raw FROM pc_audit WHERE operation_date >= ? AND operation_date <= ? "
+            "ORDER BY operation_date, position LIMIT ? OFFSET ?",
+            (start.isoformat(), end.isoformat(), size + 1, offset),
+        )
+        items = [json.loads(r["raw"]) for r in rows[:size]]
+        query = f"startDate={format_timestamp(start)}&endDate={format_timestamp(end)}&size={size}"
+        links: dict[str, Any] = {
+            "self": {"uri": f"/auditrecords?{query}", "method": "GET", "headers": []}
+        }
+        payload: dict[str, Any] = {"totalCount": len(items), "items": items, "links": links}
+        if len(rows) > size:
+            token = self._page_token(offset + size)
+            links["next"] = {
+                "uri": f"/auditrecords?{query}&seekOperation=Next",
+                "method": "GET",
+                "headers": [{"key": "MS-ContinuationToken", "value": token}],
+            }
+            payload["continuationToken"] = token
+        payload["attributes"] = {"objectType": "Collection"}
+        return Response.json(200, payload)
+
+    def _customers(self, request: Request) -> Response:
+        size = self._page_size(request)
+        if isinstance(size, Response):
+            return size
+        offset = self._offset(request)
+        if isinstance(offset, Response):
+            return offset
         rows = self._query(
             "SELECT * FROM pc_customers ORDER BY position LIMIT ? OFFSET ?", (size + 1, offset)
         )
@@ -312,3 +486,18 @@ class PartnerCenterEmulator:
             if str(item.get("id", "")).lower() == subscription_id.lower():
                 return Response.json(200, item)
         return pc_error(404, 20003, f"Subscription with ID {subscription_id} not found.")
+
+
+def _date_param(
+    request: Request, name: str, default: datetime | None
+) -> datetime | Response | None:
+    """A date(-time) query parameter: ISO-8601, or `yyyy-mm-dd` (midnight UTC)."""
+    raw = request.param(name)
+    if raw is None:
+        return default
+    parsed = parse_timestamp(raw)
+    if parsed is None:
+        return pc_error(
+            400, 400, f"Invalid request input: {name} must be a date like 2026-11-26T00:00:00Z."
+        )
+    return parsed

@@ -187,6 +187,11 @@ class Sandbox:
             "WORK365_DATAVERSE_URL": url,
             "WORK365_PARTNER_CENTER_URL": url,
             "WORK365_CA_BUNDLE": certificate.cert_path,
+            # The run store (incremental watermark) describes this sandbox's data: it lives with
+            # the state file, or in the temporary folder of a throwaway sandbox.
+            "WORK365_STATE_DIR": (
+                os.path.join(work_dir, "runs") if state_path is None else f"{db_path}.work365"
+            ),
         }
         log.info("sandbox listening on %s (%s)", url, "new state" if seed else "reused state")
         return cls(

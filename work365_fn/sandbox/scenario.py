@@ -13,6 +13,21 @@ from ..errors import ConfigError
 from ..model import is_guid
 from ..settings import parse_timestamp
 
+# Fields of a Partner Center AuditRecord a scenario may give (the emulator fills in the rest).
+AUDIT_RECORD_FIELDS = {
+    "customerId",
+    "customerName",
+    "resourceType",
+    "operationType",
+    "operationDate",
+    "operationStatus",
+    "userPrincipalName",
+    "applicationId",
+    "resourceOldValue",
+    "resourceNewValue",
+    "customizedData",
+}
+
 
 class ScenarioError(ConfigError):
     """A scenario file is unreadable or has a bad field (the message names it)."""
@@ -84,6 +99,8 @@ class Scenario:
     billing_contracts: tuple[ScenarioContract, ...] = ()
     subscriptions: tuple[ScenarioSubscription, ...] = ()
     customers: tuple[ScenarioCustomer, ...] = ()
+    # Partner Center activity-log records beyond those derived from subscriptions' creationDate
+    audit_records: tuple[dict[str, Any], ...] = ()
     faults: tuple[dict[str, Any], ...] = ()  # validated by the fault module
     alternate_key: bool = False  # the org has an alternate key on the provider subscription id
 
@@ -283,7 +300,7 @@ def parse_scenario(raw: object, origin: str = "<memory>") -> Scenario:
         )
 
     pc = f.obj(top.get("partnerCenter", {}), "partnerCenter")
-    f.known(pc, {"customers"}, "partnerCenter")
+    f.known(pc, {"customers", "auditRecords"}, "partnerCenter")
     customers = []
     seen_customers: dict[str, str] = {}
     for i, c in enumerate(f.items(pc.get("customers"), "partnerCenter.customers")):
@@ -318,6 +335,20 @@ def parse_scenario(raw: object, origin: str = "<memory>") -> Scenario:
             )
         )
 
+    audit_records = []
+    for i, a_raw in enumerate(f.items(pc.get("auditRecords"), "partnerCenter.auditRecords")):
+        w = f"partnerCenter.auditRecords[{i}]"
+        a = f.obj(a_raw, w)
+        f.known(a, AUDIT_RECORD_FIELDS, w)
+        f.guid(a, "customerId", w)
+        if f.when(a, "operationDate", w) is None:
+            raise f.fail(f"{w}.operationDate", "must be an ISO-8601 timestamp")
+        if not f.text(a, "operationType", w):
+            raise f.fail(f"{w}.operationType", "must be a non-empty string like 'create_order'")
+        for key in ("customerName", "resourceType", "operationStatus", "userPrincipalName"):
+            f.text(a, key, w)
+        audit_records.append(dict(a))
+
     faults_raw = top.get("faults", [])
     if isinstance(faults_raw, dict):  # {} is the empty fault set in the documented example
         faults_raw = faults_raw.get("rules", [])
@@ -338,6 +369,7 @@ def parse_scenario(raw: object, origin: str = "<memory>") -> Scenario:
         billing_contracts=tuple(contracts),
         subscriptions=tuple(subs),
         customers=tuple(customers),
+        audit_records=tuple(audit_records),
         faults=faults,
         alternate_key=alternate_key,
     )

@@ -58,6 +58,8 @@ def body(response: Response) -> Any:
         ({"kind": "500", "every": True}, "every", "must be an integer >= 1"),
         ({"kind": "500", "times": 1, "every": 2}, "every", "cannot be combined with times"),
         ({"kind": "500", "count": 2}, "count", "is not a known field"),
+        ({"kind": "503", "code": "0x80072321"}, "code", "only applies to kind 429"),
+        ({"kind": "429", "code": 7}, "code", "must be a service error code"),
     ],
 )
 def test_bad_rules_name_the_field(raw: object, field: str, why: str) -> None:

@@ -1,0 +1,318 @@
+"""`diagnose` over the sandbox: every reason of the demo and every mapping problem, each with its
+check and its one-sentence fix, read with targeted queries only."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.integration import demo
+from tests.integration.conftest import World, gid, services_for, writes
+from work365_fn.cli import main
+from work365_fn.diagnose import DiagnoseRequest, failed_checks, run_diagnose
+from work365_fn.sandbox import Sandbox, Scenario
+
+EXPECTED = demo.expected()
+PROBLEM_REASONS = {
+    "not-synced",
+    "existing-subscription",
+    "setting-off",
+    "unmapped-customer",
+    "ambiguous-provider-account",
+    "account-mismatch",
+    "no-default-contract",
+    "multiple-default-contracts",
+    "error",
+}
+
+
+@pytest.fixture(scope="module")
+def box() -> Iterator[Sandbox]:
+    """The demo, shared by the read-only tests of this module."""
+    with Sandbox.start(Scenario.builtin("demo")) as sandbox:
+        yield sandbox
+
+
+def diagnose(box: Sandbox, customer: str | None = None, subscription: str | None = None) -> Any:
+    return run_diagnose(services_for(box), DiagnoseRequest(customer, subscription))
+
+
+def check(result: dict[str, Any], name: str) -> dict[str, Any]:
+    [found] = [c for c in result["checks"] if c["check"] == name]
+    return found
+
+
+@pytest.mark.parametrize("subscription_id", sorted(EXPECTED))
+def test_each_demo_subscription_gets_the_reason_its_scenario_lists(
+    box: Sandbox, subscription_id: str
+) -> None:
+    want = EXPECTED[subscription_id]
+    # Upper case in, as Partner Center may have it: GUIDs compare case-insensitively.
+    result = diagnose(box, subscription=subscription_id.upper())
+    [sub] = result["subscriptions"]
+    assert sub["subscriptionId"] == subscription_id
+    assert sub["reason"] == want.reason, want.what
+    assert sub["billingContractId"] == (
+        want.contract_id if want.reason in ("default-contract", "already-assigned") else None
+    )
+    if want.reason in PROBLEM_REASONS:
+        assert sub["fix"], f"{want.what}: a problem needs its fix sentence"
+    else:
+        assert sub["fix"] == ""
+    assert result["customerName"] == want.what.split(":")[0]
+
+
+@pytest.mark.parametrize(
+    ("customer", "failing", "fix", "named"),
+    [
+        (
+            demo.ADVENTURE_WORKS,
+            "provider-account",
+            f"Create a Provider Account with customer tenant id {demo.ADVENTURE_WORKS} "
+            "(Partner Center customer 'Adventure Works Cycles') and set its Account.",
+            [],
+        ),
+        (
+            demo.TAILSPIN,
+            "provider-account-account",
+            "Set the Account lookup on Provider Account 'Tailspin Toys (CSP) - account not set'.",
+            ["Tailspin Toys (CSP) - account not set"],
+        ),
+        (
+            demo.WIDE_WORLD,
+            "provider-accounts-agree",
+            "Point Provider Accounts 'Wide World Importers (CSP)', 'Wide World Importers EMEA "
+            "(CSP)' at one Account (they map to 'Wide World Importers', 'Wide World Importers "
+            "(EMEA)'), or delete the wrong one.",
+            ["Wide World Importers (CSP)", "Wide World Importers EMEA (CSP)"],
+        ),
+        (
+            demo.WINGTIP,
+            "subscription-account",
+            "Move subscription record 'Wingtip Toys - Azure plan' from Account 'Wingtip Toys "
+            "(Retail)' to 'Wingtip Toys', or correct the Provider Account's Account.",
+            ["Wingtip Toys - Azure plan"],
+        ),
+        (
+            demo.LITWARE,
+            "contracts",
+            "Set Is Default = Yes on one active Billing Contract of 'Litware, Inc.' (one of "
+            "'Litware - Annual', 'Litware - Monthly').",
+            ["Litware - Annual", "Litware - Monthly"],
+        ),
+        (
+            demo.PROSEWARE,
+            "contracts",
+            "Set Is Default = Yes on one active Billing Contract of 'Proseware, Inc.' (one of "
+            "'Proseware - Projects'), or reactivate its inactive default 'Proseware - Default "
+            "(closed)'.",
+            ["Proseware - Default (closed)", "Proseware - Projects"],
+        ),
+        (
+            demo.COHO,
+            "multiple-defaults",
+            "Clear Is Default on one of: Coho Winery - Default, Coho Winery - Default (duplicate)",
+            ["Coho Winery - Default", "Coho Winery - Default (duplicate)"],
+        ),
+    ],
+)
+def test_each_mapping_problem_fails_its_own_check_with_the_fix(
+    box: Sandbox, customer: str, failing: str, fix: str, named: list[str]
+) -> None:
+    result = diagnose(box, customer=customer)
+    assert result["ok"] is False
+    assert [c["check"] for c in failed_checks(result)] == [failing]
+    bad = check(result, failing)
+    assert bad["fix"] == fix
+    assert sorted(r["name"] for r in bad["records"]) == named
+    # and the new subscriptions carry the same fix (an existing one keeps its own)
+    new = [s for s in result["subscriptions"] if s["reason"] != "existing-subscription"]
+    assert {s["fix"] for s in new} == {fix}
+
+
+@pytest.mark.parametrize(
+    "customer",
+    [demo.CONTOSO, demo.FABRIKAM, demo.NORTHWIND.upper(), demo.ALPINE, demo.BLUE_YONDER],
+)
+def test_healthy_customers_pass_every_check(box: Sandbox, customer: str) -> None:
+    result = diagnose(box, customer=customer)
+    assert result["ok"] is True, failed_checks(result)
+    assert all(c["fix"] == "" for c in result["checks"])
+    assert result["customerId"] == customer.lower()
+
+
+def test_checks_follow_the_troubleshooting_order_and_show_the_cutoff(box: Sandbox) -> None:
+    result = diagnose(box, customer=demo.CONTOSO)
+    assert [c["check"] for c in result["checks"]] == [
+        "setting",
+        "contracts",
+        "provider-account",
+        "provider-account-account",
+        "provider-accounts-agree",
+        "subscription-account",
+        "multiple-defaults",
+    ]
+    setting = check(result, "setting")
+    assert setting["detail"] == (
+        "Associate Default Billing Contract = Yes; cutoff 2026-01-01T00:00:00Z (from audit)"
+    )
+    assert result["setting"]["sinceSource"] == "audit"
+    contracts = check(result, "contracts")
+    states = {(r["name"], r["isDefault"], r["active"]) for r in contracts["records"]}
+    assert ("Contoso Ltd - 2024 (closed)", True, False) in states  # shown, not counted
+    assert ("Contoso Ltd - Default", True, True) in states
+
+
+def test_two_provider_accounts_on_one_account_pass(box: Sandbox) -> None:
+    agree = check(diagnose(box, customer=demo.ALPINE), "provider-accounts-agree")
+    assert agree["ok"] is True
+    assert "skipped" not in agree
+    assert len(agree["records"]) == 2
+
+
+def test_an_existing_subscription_fails_the_cutoff_check_and_points_at_backfill(
+    box: Sandbox,
+) -> None:
+    result = diagnose(box, subscription="5ab00004-0000-4000-8000-000000000004")
+    assert [c["check"] for c in failed_checks(result)] == ["subscription-is-new"]
+    assert "backfill --apply" in check(result, "subscription-is-new")["fix"]
+    assert "2025-06-01T12:30:00Z" in check(result, "subscription-is-new")["detail"]
+
+
+def test_a_subscription_without_record_fails_the_record_check(box: Sandbox) -> None:
+    result = diagnose(box, subscription="5ab00006-0000-4000-8000-000000000006")
+    bad = check(result, "subscription-record")
+    assert bad["ok"] is False
+    assert "WORK365_CREATE_MISSING" in bad["fix"]
+
+
+def test_a_subscription_partner_center_does_not_list_fails_clearly(box: Sandbox) -> None:
+    result = diagnose(box, subscription="00000000-0000-4000-8000-0000000000ff")
+    assert result["ok"] is False
+    assert check(result, "partner-center")["ok"] is False
+    assert result["subscriptions"] == []
+
+
+def test_a_customer_is_diagnosed_with_targeted_reads_and_no_write(box: Sandbox) -> None:
+    box.reset_counts()
+    diagnose(box, customer=demo.WINGTIP)
+    counts = box.counts()
+    # the customer's profile (its name) and its subscriptions: no listing of customers
+    assert counts["partnerCenter"] == {"GET customer": 1, "GET subscriptions": 1}
+    dataverse = counts["dataverse"]
+    for entity_set in (
+        "work365_provideraccounts",
+        "work365_billingcontracts",
+        "work365_subscriptions",
+        "accounts",
+    ):
+        assert dataverse[f"GET {entity_set}"] == 1, entity_set
+    assert writes(box) == 0
+
+
+def test_a_subscription_is_found_through_its_accounts_provider_account(box: Sandbox) -> None:
+    box.reset_counts()
+    result = diagnose(box, subscription="5ab0000c-0000-4000-8000-00000000000c")
+    assert result["customerId"] == demo.LITWARE
+    # the record's Account -> its Provider Account -> that one customer: no search
+    assert box.counts()["partnerCenter"]["GET subscriptions"] == 1
+
+
+def test_the_setting_off_is_the_first_failed_check(start: Any) -> None:
+    box = start(Scenario.builtin("setting-off"))
+    result = run_diagnose(services_for(box), DiagnoseRequest(customer_id=demo.CONTOSO))
+    first = failed_checks(result)[0]
+    assert first["check"] == "setting"
+    assert (
+        first["fix"] == "Set Associate Default Billing Contract to Yes in the Work 365 Admin Hub."
+    )
+
+
+def test_duplicate_records_fail_the_record_check(world: World, start: Any) -> None:
+    a1 = world.account(1)
+    c1 = world.customer(1, account_id=a1)
+    sub = world.new_subscription(1, c1)
+    world.record(2, sub)
+    box = start(world.scenario())
+    result = run_diagnose(services_for(box), DiagnoseRequest(subscription_id=sub))
+    bad = check(result, "subscription-record")
+    assert bad["ok"] is False
+    assert {r["id"] for r in bad["records"]} == {gid("rec", 1), gid("rec", 2)}
+    assert result["subscriptions"][0]["reason"] == "error"
+    assert "Merge or deactivate" in result["subscriptions"][0]["fix"]
+
+
+def test_a_customer_without_reseller_relationship_fails_the_partner_center_check(
+    world: World, start: Any
+) -> None:
+    a1 = world.account(1)
+    c1 = world.customer(1, account_id=a1, relationship=False)
+    box = start(world.scenario())
+    result = run_diagnose(services_for(box), DiagnoseRequest(customer_id=c1))
+    assert check(result, "partner-center")["ok"] is False
+    assert result["errors"][0]["code"] == "20002"
+    assert result["status"] == "partial"
+
+
+def test_dataverse_down_is_a_failed_diagnosis_not_a_crash(start: Any) -> None:
+    box = start(Scenario.builtin("demo"))
+    box.faults.add({"service": "dataverse", "kind": "503", "every": 1})
+    services = services_for(box, WORK365_MAX_ATTEMPTS="1")
+    result = run_diagnose(services, DiagnoseRequest(customer_id=demo.CONTOSO))
+    assert (result["status"], result["ok"]) == ("failed", False)
+    assert result["errors"][0]["service"] == "dataverse"
+
+
+@pytest.mark.parametrize(
+    "bad", [{"customer_id": "not-a-guid"}, {"subscription_id": "x' or 1 eq 1 or '"}, {}]
+)
+def test_bad_ids_are_refused_before_anything_is_read(bad: dict[str, str]) -> None:
+    with pytest.raises(ValueError):
+        DiagnoseRequest(**bad)
+
+
+# ---- the CLI -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    for key in list(os.environ):
+        if key.startswith("WORK365_"):
+            monkeypatch.delenv(key)
+
+
+def run(*argv: str) -> tuple[int, str]:
+    out = io.StringIO()
+    return main(list(argv), out=out), out.getvalue()
+
+
+@pytest.mark.usefixtures("clean_env")
+def test_cli_exit_codes_say_whether_every_check_passed() -> None:
+    code, text = run("diagnose", "--sandbox", "--customer", demo.CONTOSO, "--json")
+    assert (code, json.loads(text)["ok"]) == (0, True)
+    code, text = run("diagnose", "--sandbox", "--customer", demo.COHO)
+    assert code == 1
+    assert "FAIL multiple-defaults" in text
+    assert "fix: Clear Is Default on one of: Coho Winery - Default" in text
+
+
+@pytest.mark.usefixtures("clean_env")
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("diagnose", "--sandbox"),
+        ("diagnose", "--sandbox", "--customer", "not-a-guid"),
+        ("diagnose", "--sandbox", "--subscription", "1234"),
+    ],
+)
+def test_cli_usage_errors_exit_2(argv: tuple[str, ...], capsys: pytest.CaptureFixture[str]) -> None:
+    code, text = run(*argv)
+    assert code == 2
+    assert text == ""
+    assert "usage error" in capsys.readouterr().err

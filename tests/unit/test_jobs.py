@@ -1,0 +1,104 @@
+"""The job message schema and the job registry (no storage needed)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from work365_fn import jobs
+from work365_fn.jobs import BadMessage, Batch, JobMessage, JobUnavailable, resolve
+
+RUN = "5D0C7A59-7F11-4B0E-9D59-6D0F3E7C2A10"
+CUSTOMER = "c0000001-0000-4000-8000-000000000001"
+
+
+def message(**changes: Any) -> bytes:
+    data: dict[str, Any] = {
+        "schemaVersion": 1,
+        "runId": RUN,
+        "kind": "sync",
+        "payload": {"dryRun": True},
+        "enqueuedAt": "2026-11-26T22:00:00Z",
+    }
+    data.update(changes)
+    return json.dumps({k: v for k, v in data.items() if v != "<absent>"}).encode()
+
+
+def test_a_message_round_trips_through_its_json() -> None:
+    sent = JobMessage(
+        RUN.lower(),
+        "sync",
+        {"dryRun": False},
+        datetime(2026, 11, 26, 22, tzinfo=UTC),
+        Batch(3, 12, (CUSTOMER,)),
+    )
+    text = json.dumps(sent.to_json())
+
+    assert json.loads(text) == {
+        "schemaVersion": 1,
+        "runId": RUN.lower(),
+        "kind": "sync",
+        "payload": {"dryRun": False},
+        "enqueuedAt": "2026-11-26T22:00:00Z",
+        "batch": {"index": 3, "count": 12, "customerIds": [CUSTOMER]},
+    }
+    assert JobMessage.parse(text.encode()) == sent
+    assert sent.batch is not None and sent.batch.document == "batch-0003"
+
+
+def test_the_run_id_is_lower_cased_and_unknown_fields_are_ignored() -> None:
+    parsed = JobMessage.parse(message(future="field"))
+    assert parsed.run_id == RUN.lower()
+    assert parsed.batch is None
+    assert "batch" not in parsed.to_json()
+
+
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        (b"\xff\xfe", "body"),
+        (b"not json", "body"),
+        (b'"text"', "body"),
+        (message(schemaVersion=2), "schemaVersion"),
+        (message(schemaVersion=True), "schemaVersion"),
+        (message(schemaVersion="<absent>"), "schemaVersion"),
+        (message(runId="not-a-guid"), "runId"),
+        (message(runId="<absent>"), "runId"),
+        (message(kind=""), "kind"),
+        (message(kind=7), "kind"),
+        (message(payload=[1]), "payload"),
+        (message(enqueuedAt="yesterday"), "enqueuedAt"),
+        (message(enqueuedAt="<absent>"), "enqueuedAt"),
+        (message(batch=[]), "batch"),
+        (message(batch={"index": 0, "count": 0, "customerIds": []}), "batch.count"),
+        (message(batch={"index": 2, "count": 2, "customerIds": []}), "batch.index"),
+        (message(batch={"index": True, "count": 2, "customerIds": []}), "batch.index"),
+        (message(batch={"index": 0, "count": 1, "customerIds": "x"}), "batch.customerIds"),
+        (message(batch={"index": 0, "count": 1, "customerIds": ["x"]}), "batch.customerIds[0]"),
+    ],
+)
+def test_a_bad_message_names_the_field(raw: bytes, field: str) -> None:
+    with pytest.raises(BadMessage) as caught:
+        JobMessage.parse(raw)
+    assert caught.value.field == field
+
+
+def test_the_registry_resolves_sync_lazily() -> None:
+    assert resolve("sync") is jobs.sync_job
+    assert set(jobs.JOB_KINDS) >= {"sync", "report", "backfill"}
+    assert jobs.JOB_KINDS["report"] == "work365_fn.report:report_job"
+    assert jobs.JOB_KINDS["backfill"] == "work365_fn.backfill:backfill_job"
+
+
+def test_an_unknown_kind_is_a_clear_error() -> None:
+    with pytest.raises(JobUnavailable, match=r"unknown job kind 'nope' \(known: backfill, "):
+        resolve("nope")
+
+
+def test_a_kind_whose_code_is_missing_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(jobs.JOB_KINDS, "ghost", "work365_fn.no_such_module:job")
+    with pytest.raises(JobUnavailable, match=r"work365_fn\.no_such_module:job not found"):
+        resolve("ghost")
