@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 JOURNAL = "backfill-journal"
+JOURNAL_PAGE = 100  # entries per journal document
 BILLING_REFERENCES = "billing-references"  # the skip reason of records carrying references
 
 
@@ -187,49 +188,85 @@ def _item(
 
 
 class Journal:
-    """The run's journal document, written through the run store after every change."""
+    """The run's journal: `backfill-journal` (the header and the first JOURNAL_PAGE entries),
+    then `backfill-journal-0001`, ... with the next pages. Each change puts only the page it is
+    on, so a run of n writes costs O(n) bytes of journal, not O(n^2)."""
 
     def __init__(self, store: RunStore, run_id: str, clock: Callable[[], datetime]) -> None:
         self.store = store
         self.run_id = run_id
         self.clock = clock
-        self.doc: dict[str, Any] = {
+        self.header: dict[str, Any] = {
             "schemaVersion": SCHEMA_VERSION,
             "runId": run_id,
             "kind": "backfill-journal",
             "status": "running",
             "startedAt": self.now(),
             "updatedAt": self.now(),
-            "entries": [],
         }
+        self.pages: list[list[dict[str, Any]]] = [[]]
+        self._page_of: dict[int, int] = {}  # id(entry) -> its page
 
     @classmethod
     def open(cls, store: RunStore, run_id: str, clock: Callable[[], datetime]) -> Journal:
         """The run's journal, continued when it exists (a job retried after a failure keeps the
         entries of its first attempt, so an undo still sees every write of the run)."""
         journal = cls(store, run_id, clock)
-        existing = store.get(run_id, JOURNAL)
-        if existing is not None:
-            journal.doc = existing
+        journal.load()
         return journal
+
+    def load(self) -> bool:
+        """Read every page; False when the run has no journal."""
+        head = self.store.get(self.run_id, JOURNAL)
+        if head is None:
+            return False
+        self.header = {k: v for k, v in head.items() if k not in ("entries", "page")}
+        self.pages = [list(head.get("entries", []))]
+        for name in self.store.names(self.run_id, f"{JOURNAL}-"):
+            page = self.store.get(self.run_id, name)
+            self.pages.append(list(page.get("entries", [])) if page else [])
+        self._page_of = {id(e): i for i, page in enumerate(self.pages) for e in page}
+        return True
+
+    @property
+    def entries(self) -> list[dict[str, Any]]:
+        return [e for page in self.pages for e in page]
+
+    def to_json(self) -> dict[str, Any]:
+        """The whole journal as one document (header and every entry)."""
+        return {**self.header, "entries": self.entries}
 
     def now(self) -> str:
         return format_timestamp(self.clock())
 
-    def save(self) -> None:
-        self.doc["updatedAt"] = self.now()
-        self.store.put(self.run_id, JOURNAL, self.doc)
+    def save(self, page: int = 0) -> None:
+        self.header["updatedAt"] = self.now()
+        name = JOURNAL if page == 0 else f"{JOURNAL}-{page:04d}"
+        document = (
+            {**self.header, "page": 0, "entries": self.pages[0]}
+            if page == 0
+            else {"runId": self.run_id, "kind": "backfill-journal", "page": page}
+            | {"entries": self.pages[page]}
+        )
+        self.store.put(self.run_id, name, document)
+
+    def set_status(self, status: str) -> None:
+        self.header["status"] = status
+        self.save(0)
 
     def add(self, entry: dict[str, Any]) -> dict[str, Any]:
         entry["at"] = self.now()
-        self.doc["entries"].append(entry)
-        self.save()
+        if len(self.pages[-1]) >= JOURNAL_PAGE:
+            self.pages.append([])
+        self.pages[-1].append(entry)
+        self._page_of[id(entry)] = len(self.pages) - 1
+        self.save(len(self.pages) - 1)
         return entry
 
     def update(self, entry: dict[str, Any], **changes: Any) -> None:
         entry.update(changes)
         entry["at"] = self.now()
-        self.save()
+        self.save(self._page_of[id(entry)])
 
 
 def apply_backfill(
@@ -250,8 +287,7 @@ def apply_backfill(
     repo = services.repository()
     bindings = services.bindings()
     journal = Journal.open(services.run_store(), bf.run_id, clock)
-    journal.doc["status"] = "running"
-    journal.save()
+    journal.set_status("running")
     columns = services.schema.subscription.billing_references
     for item in eligible:
         if deadline is not None and monotonic() >= deadline:
@@ -259,8 +295,7 @@ def apply_backfill(
             item.message = "not written: the run's time budget ran out; run backfill again"
             continue
         _write(repo, bf, item, journal, bindings, columns, rlog)
-    journal.doc["status"] = "finished"
-    journal.save()
+    journal.set_status("finished")
 
 
 def _write(
@@ -364,8 +399,8 @@ def undo_backfill(
     target = request.undo.lower()
     rlog = RunLog(log, {"run_id": run_id})
     store = services.run_store()
-    doc = store.get(target, JOURNAL)
-    if doc is None:
+    journal = Journal(store, target, clock)
+    if not journal.load():
         raise JournalNotFoundError(
             f"no backfill journal for run {target}: check the run id (it is printed by "
             "`backfill --apply`) and that the same run store is used (WORK365_STATE_DIR or the "
@@ -376,10 +411,8 @@ def undo_backfill(
     entity_set = services.schema.subscription.entity_set
     items: list[dict[str, Any]] = []
     errors: list[dict[str, object]] = []
-    journal = Journal(store, target, clock)
-    journal.doc = doc  # updated in place: each entry records its undo
     customer_scope = set(request.customer_ids)
-    for entry in doc.get("entries", []):
+    for entry in journal.entries:  # each entry records its undo, page by page
         if entry.get("state") not in ("assigned", "pending"):
             continue
         if customer_scope and entry.get("customerId") not in customer_scope:
@@ -495,6 +528,12 @@ def _undo_one(
 # ---- the whole run -------------------------------------------------------------------------
 
 
+def load_journal(store: RunStore, run_id: str) -> dict[str, Any] | None:
+    """A run's whole journal as one document (None when it has none)."""
+    journal = Journal(store, run_id, lambda: datetime.now(UTC))
+    return journal.to_json() if journal.load() else None
+
+
 def result_json(bf: BackfillPlan, finished: datetime, *, applied: bool) -> dict[str, Any]:
     items = bf.items
     failed = sum(i.result == "failed" for i in items)
@@ -559,12 +598,13 @@ def run_backfill(
     *,
     on_plan: Callable[[BackfillPlan], None] | None = None,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-    monotonic: Callable[[], float] = time.monotonic,
+    monotonic: Callable[[], float] | None = None,
 ) -> dict[str, Any]:
     """Plan, show the plan (`on_plan`), then write when `apply`. Or undo a run. Upstream
     failures make status `failed`; JournalNotFoundError propagates (a usage error)."""
     run_id = run_id or str(uuid.uuid4())
     rlog = RunLog(log, {"run_id": run_id})
+    monotonic = monotonic or services.monotonic  # the services' clock unless one is given
     deadline = monotonic() + request.budget_seconds if request.budget_seconds else None
     try:
         if request.undo:

@@ -191,20 +191,12 @@ class DataverseClient:
         return response.headers.get("OData-EntityId")
 
     def clear_lookup(self, entity_set: str, row_id: str, navigation: str, *, etag: str) -> None:
-        """Clear a single-valued lookup: `DELETE /<set>(<id>)/<nav>/$ref`, with `If-Match`.
-        Microsoft documents no ETag check on `$ref` requests (the sandbox ignores the header):
-        callers re-read the row and compare its ETag first."""
+        """Clear a single-valued lookup only if the row is unchanged since read: the documented
+        disassociation `PATCH /<set>(<id>)` with `{"<nav>@odata.bind": null}` and `If-Match`
+        (ConflictError on 412). Unlike `DELETE .../<nav>/$ref`, the PATCH honours the ETag."""
         if not navigation.replace("_", "").isalnum():
             raise ValueError(f"not a navigation property name: {navigation[:80]!r}")
-        headers = self._write_headers()
-        headers.pop("Content-Type")
-        headers["If-Match"] = etag
-        self._transport.send(
-            "DELETE",
-            f"{self.api}{entity_set}({odata_guid(row_id)})/{navigation}/$ref",
-            headers=headers,
-            ok=(200, 204),
-        )
+        self.update(entity_set, row_id, {f"{navigation}@odata.bind": None}, etag=etag)
 
     # ---- $batch -----------------------------------------------------------------------------
 

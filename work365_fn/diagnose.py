@@ -16,7 +16,6 @@ subscription's customer is unknown (then Partner Center customers are searched f
 from __future__ import annotations
 
 import logging
-import time
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -103,11 +102,12 @@ def run_diagnose(
     run_id: str | None = None,
     *,
     budget_seconds: float | None = None,
-    monotonic: Callable[[], float] = time.monotonic,
+    monotonic: Callable[[], float] | None = None,
 ) -> dict[str, Any]:
     """The diagnosis as JSON. Upstream failures are in `errors` and make `ok` false."""
     run_id = run_id or str(uuid.uuid4())
     rlog = RunLog(log, {"run_id": run_id})
+    monotonic = monotonic or services.monotonic  # the services' clock unless one is given
     deadline = monotonic() + budget_seconds if budget_seconds else None
     rlog.info("diagnose customer %s subscription %s", request.customer_id, request.subscription_id)
     diagnosis = _Diagnosis(services, request, run_id, rlog, deadline, monotonic)

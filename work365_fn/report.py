@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import io
 import logging
-import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable
@@ -64,12 +63,13 @@ def run_report(
     *,
     budget_seconds: float | None = None,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-    monotonic: Callable[[], float] = time.monotonic,
+    monotonic: Callable[[], float] | None = None,
 ) -> dict[str, Any]:
     """Read the tenant once and build the report. Upstream failures give status `failed`."""
     run_id = run_id or str(uuid.uuid4())
     rlog = RunLog(log, {"run_id": run_id})
     started = clock()
+    monotonic = monotonic or services.monotonic  # the services' clock unless one is given
     deadline = monotonic() + budget_seconds if budget_seconds else None
     rlog.info("report started")
     try:

@@ -53,7 +53,7 @@ class Settings:
     concurrency: int = 8
     customer_page_size: int = 500
     dataverse_page_size: int = 5000
-    http_budget_seconds: float = 90.0
+    http_budget_seconds: float = 80.0
     # The timer run stops taking new customers after this: a margin below host.json's
     # functionTimeout (10 min), so the host never kills a run mid-write.
     run_deadline_seconds: float = 480.0
@@ -147,7 +147,7 @@ class Settings:
             dataverse_page_size=int(
                 r.number("WORK365_DATAVERSE_PAGE_SIZE", 5000, 1, 5000, integer=True)
             ),
-            http_budget_seconds=r.number("WORK365_HTTP_BUDGET_SECONDS", 90.0, 5, 100),
+            http_budget_seconds=r.number("WORK365_HTTP_BUDGET_SECONDS", 80.0, 5, 88),
             run_deadline_seconds=r.number("WORK365_RUN_DEADLINE_SECONDS", 480.0, 10, 3600),
             dataverse_max_requests_per_5min=int(
                 r.number("WORK365_DATAVERSE_MAX_REQUESTS_PER_5MIN", 5000, 0, 6000, integer=True)

@@ -17,6 +17,7 @@ from work365_fn.backfill import (
     JOURNAL,
     BackfillRequest,
     JournalNotFoundError,
+    load_journal,
     run_backfill,
 )
 from work365_fn.cli import main
@@ -73,7 +74,7 @@ def contracts(box: Sandbox) -> dict[str, str | None]:
 
 
 def journal(box: Sandbox, run_id: str) -> dict[str, Any]:
-    doc = services_for(box).run_store().get(run_id, JOURNAL)
+    doc = load_journal(services_for(box).run_store(), run_id)
     assert doc is not None
     return doc
 
@@ -235,7 +236,7 @@ def test_undo_clears_exactly_what_the_run_set(world: World, start: Any) -> None:
 
     done = backfill(box, undo=run, apply=True)
     assert contracts(box) == before
-    assert box.counts()["dataverse"]["DELETE work365_subscriptions"] == 2
+    assert box.counts()["dataverse"]["PATCH work365_subscriptions"] == 2  # conditional clears
     assert done["counts"]["cleared"] == 2
     assert (done["kind"], done["undoOf"]) == ("undo", run)
     assert {e["state"] for e in journal(box, run)["entries"]} == {"undone"}
@@ -263,7 +264,7 @@ def test_undo_leaves_a_record_changed_since_alone(world: World, start: Any) -> N
     result = backfill(box, undo=run, apply=True)
     assert contract_of(box, ELIGIBLE) is None
     assert contract_of(box, ELIGIBLE_TOO) == DEFAULT
-    assert box.counts()["dataverse"]["DELETE work365_subscriptions"] == 1
+    assert box.counts()["dataverse"]["PATCH work365_subscriptions"] == 1
     left = next(i for i in result["items"] if i["recordId"] == ELIGIBLE_TOO)
     assert left["result"] == "changed"
     assert "modified since the backfill" in left["message"]
@@ -452,3 +453,21 @@ def test_a_retried_run_continues_its_journal(world: World, start: Any) -> None:
     backfill(box, undo=run, apply=True)
     assert contract_of(box, ELIGIBLE) is None
     assert contract_of(box, ELIGIBLE_TOO) is None
+
+
+def test_a_long_journal_is_paged_and_undone_whole(
+    world: World, start: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("work365_fn.backfill.JOURNAL_PAGE", 1)
+    box = start(tenant(world).scenario())
+    run = backfill(box, apply=True)["runId"]
+    store = services_for(box).run_store()
+    assert store.names(run) == [JOURNAL, f"{JOURNAL}-0001"]
+    first = store.get(run, JOURNAL)
+    assert first is not None
+    assert (first["status"], len(first["entries"])) == ("finished", 1)
+    assert len(journal(box, run)["entries"]) == 2
+    backfill(box, undo=run, apply=True)
+    assert contract_of(box, ELIGIBLE) is None
+    assert contract_of(box, ELIGIBLE_TOO) is None
+    assert {e["state"] for e in journal(box, run)["entries"]} == {"undone"}

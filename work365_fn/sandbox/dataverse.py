@@ -327,6 +327,9 @@ class DataverseEmulator:
                 contract_values[t2.state] = t2.active_state if c.active else inactive
                 self._seed_row(contract, contract_values, now)
             subscription = self.tables[s.subscription.table]
+            # One version number per record, counted here and stored once (not two statements
+            # per row: 100k records seeded in seconds).
+            first = self._next_version()
             for i, r in enumerate(scenario.subscriptions):
                 t3 = s.subscription
                 values: dict[str, Any] = {
@@ -344,7 +347,11 @@ class DataverseEmulator:
                             f"({', '.join(t3.billing_references)})"
                         )
                     values[ref] = value
-                self._seed_row(subscription, values, r.created_on or now)
+                self._seed_row(subscription, values, r.created_on or now, first + i)
+            self._db.execute(
+                "UPDATE dv_meta SET value = ? WHERE key = 'version'",
+                (str(first + len(scenario.subscriptions)),),
+            )
             setting = scenario.setting
             when = setting.enabled_on or now
             column = s.setting.associate_default
@@ -360,7 +367,9 @@ class DataverseEmulator:
             if setting.enabled_on is not None and self.audit_enabled:
                 self._audit(self._setting, SETTING_ROW_ID, 2, {column: False}, {column: True}, when)
 
-    def _seed_row(self, table: Table, values: Mapping[str, Any], when: datetime) -> None:
+    def _seed_row(
+        self, table: Table, values: Mapping[str, Any], when: datetime, version: int | None = None
+    ) -> None:
         row = self._defaults(table)
         for name, value in values.items():
             column = table.column(name)
@@ -370,7 +379,7 @@ class DataverseEmulator:
         when = when.astimezone(UTC).replace(microsecond=0)
         row["createdon"] = when
         row["modifiedon"] = when
-        row["versionnumber"] = self._next_version()
+        row["versionnumber"] = self._next_version() if version is None else version
         self._insert(table, row)
 
     # ------------------------------------------------------------ storage
@@ -809,6 +818,10 @@ class DataverseEmulator:
                         "OData, only declared navigation properties and declared named streams "
                         "can be represented as properties without values."
                     )
+                if value is None and not creating:
+                    # Documented disassociation: PATCH {"<nav>@odata.bind": null}.
+                    out[column.name] = None
+                    continue
                 out[column.name] = self._bind(column, key, value)
                 continue
             column = table.by_prop.get(key)
@@ -835,7 +848,7 @@ class DataverseEmulator:
             example = f"/{target.entity_set}(<id>)" if target else "/<set>(<id>)"
             raise bad_request(
                 f"The value of '{key}' must be a URI string such as '{example}'. "
-                f"To clear the lookup, send DELETE .../{column.nav}/$ref."
+                f"To clear the lookup, PATCH it to null or send DELETE .../{column.nav}/$ref."
             )
         target_table, key_obj = self._resolve_entity_url(value, f"'{key}'")
         if target_table.logical != column.target:

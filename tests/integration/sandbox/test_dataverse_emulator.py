@@ -510,6 +510,21 @@ def test_bad_payloads(client: Client, body: dict[str, Any], status: int, message
 # ---------------------------------------------------------------- update, upsert, delete
 
 
+def test_patching_a_lookup_to_null_clears_it_conditionally(client: Client) -> None:
+    """Microsoft documents `{"<nav>@odata.bind": null}` in a PATCH as the way to disassociate."""
+    path = f"{SUBS}({SUB[2]})"
+    bind = {"work365_BillingContract@odata.bind": f"/work365_billingcontracts({CON1})"}
+    assert client("PATCH", path, body=bind).status == 204
+    stale = client.get(path).json()["@odata.etag"]
+    assert client("PATCH", path, body={"work365_name": "touched"}).status == 204
+    clear = {"work365_BillingContract@odata.bind": None}
+    assert client("PATCH", path, body=clear, headers={"If-Match": stale}).status == 412
+    assert client.get(path).json()["_work365_billingcontract_value"] == CON1
+    fresh = client.get(path).json()["@odata.etag"]
+    assert client("PATCH", path, body=clear, headers={"If-Match": fresh}).status == 204
+    assert client.get(path).json()["_work365_billingcontract_value"] is None
+
+
 def test_if_match_with_a_stale_etag_is_412(dv: DataverseEmulator, client: Client) -> None:
     path = f"{SUBS}({SUB[2]})"
     etag = client.get(path).json()["@odata.etag"]
