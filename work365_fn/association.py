@@ -53,7 +53,7 @@ UNASSIGNED = frozenset(
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Decision:
     subscription: PcSubscription
     record: SubscriptionRecord | None
@@ -65,7 +65,10 @@ class Decision:
 
 
 def _low(value: str | None) -> str | None:
-    return value.lower() if value else None
+    if not value:
+        return None
+    # Ids read from the APIs are lower-case already: keep the string, not a copy per decision.
+    return value if value.islower() else value.lower()
 
 
 @dataclass(frozen=True)

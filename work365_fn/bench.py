@@ -166,8 +166,9 @@ def minimal_full(config: BenchConfig, generated: Generated) -> int:
 def minimal_incremental(config: BenchConfig) -> int:
     """tokens + activity-log pages + one subscriptions call per changed customer + setting and
     cutoff + the new-unassigned-records query + provider accounts of those records' Accounts
-    and of the changed customers (In chunks) + default contracts + the changed customers'
-    records (In chunks) + metadata + ceil(writes / batch size)."""
+    and of the changed customers (In chunks) + the default contracts of their Accounts (one In
+    query up to 100 Accounts, else all pages) + the changed customers' records (In chunks) +
+    metadata + ceil(writes / batch size)."""
     k = config.changed_customers
     subs = k * (config.subscriptions_per_customer + 1)
     return (
@@ -179,7 +180,8 @@ def minimal_incremental(config: BenchConfig) -> int:
         + _pages(k, PAGE)  # new unassigned records
         + math.ceil(k / IN_CHUNK)  # provider accounts of their Accounts
         + math.ceil(k / IN_CHUNK)  # provider accounts of the changed customers
-        + _pages(config.customers, PAGE)  # default contracts
+        # default contracts: of the changed customers' Accounts in one In query when they fit
+        + (1 if k <= IN_CHUNK else _pages(config.customers, PAGE))
         + math.ceil(subs / IN_CHUNK)  # their records
         + METADATA_REQUESTS
         + math.ceil(k / config.batch_size)

@@ -156,6 +156,19 @@ def _fan_out(
     size = settings.fanout_batch_size
     batches = split(customers, size)
     stamp = format_timestamp(started)
+    # The marker first: until the state says `running` it blocks nothing, and a state is never
+    # left `running` without a marker that lets it time out.
+    expires = started + timedelta(minutes=settings.fanout_timeout_minutes)
+    store.put(
+        MARKER_RUN_ID,
+        MARKER,
+        {
+            "runId": run_id,
+            "startedAt": stamp,
+            "expiresAt": format_timestamp(expires),
+            "batches": len(batches),
+        },
+    )
     store.put(
         run_id,
         "state",
@@ -169,17 +182,6 @@ def _fan_out(
             "request": {"dryRun": False, "customerIds": [], "mode": "full"},
             "error": None,
             "fanout": {"batches": len(batches), "batchSize": size, "customers": len(customers)},
-        },
-    )
-    expires = started + timedelta(minutes=settings.fanout_timeout_minutes)
-    store.put(
-        MARKER_RUN_ID,
-        MARKER,
-        {
-            "runId": run_id,
-            "startedAt": stamp,
-            "expiresAt": format_timestamp(expires),
-            "batches": len(batches),
         },
     )
     queue = services.job_queue()

@@ -30,13 +30,13 @@ def is_guid(value: str) -> bool:
     return isinstance(value, str) and _GUID.fullmatch(value) is not None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Customer:
     id: str
     company_name: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PcSubscription:
     """A Partner Center subscription. Enums (status, billingType) stay open strings."""
 
@@ -56,7 +56,7 @@ class PcSubscription:
         return self.friendly_name or self.offer_name or self.offer_id or self.id
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SubscriptionRecord:
     """A work365 subscription row in Dataverse."""
 
@@ -69,7 +69,7 @@ class SubscriptionRecord:
     name: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ProviderAccount:
     id: str
     customer_id: str | None
@@ -77,7 +77,7 @@ class ProviderAccount:
     name: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class BillingContract:
     id: str
     account_id: str | None
@@ -86,7 +86,7 @@ class BillingContract:
     name: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class AssociationSetting:
     """The Admin Hub setting and the cutoff derived for it."""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 import uuid
 from collections.abc import Iterator
 from datetime import datetime
@@ -116,8 +117,9 @@ class PartnerCenterClient:
             headers=self._headers(),
         )
         out = []
+        customer = customer_id.lower()  # one string shared by the customer's subscriptions
         for item in _items(body, "subscriptions"):
-            sub = _subscription(item, customer_id)
+            sub = _subscription(item, customer)
             if sub is not None:
                 out.append(sub)
         return out
@@ -163,6 +165,17 @@ def _customer(item: dict[str, Any]) -> Customer | None:
     return Customer(id=raw_id.lower(), company_name=str(name or ""))
 
 
+# Item fields kept in PcSubscription.raw: the documented ones the model has no field for. The
+# rest of the item (links, attributes, ...) is dropped: a tenant's subscriptions are all held in
+# memory during a run, and a whole item costs ten times these.
+RAW_FIELDS = ("commitmentEndDate", "termDuration", "billingCycle")
+
+
+def _text(value: object) -> str:
+    """Offer ids, names, enums: few distinct values among many subscriptions, stored once."""
+    return sys.intern(str(value or ""))
+
+
 def _subscription(item: dict[str, Any], customer_id: str) -> PcSubscription | None:
     raw_id = item.get("id")
     if not isinstance(raw_id, str) or not is_guid(raw_id):
@@ -171,13 +184,13 @@ def _subscription(item: dict[str, Any], customer_id: str) -> PcSubscription | No
     quantity = item.get("quantity", 0)
     return PcSubscription(
         id=raw_id.lower(),
-        customer_id=customer_id.lower(),
-        offer_id=str(item.get("offerId") or ""),
-        offer_name=str(item.get("offerName") or ""),
+        customer_id=customer_id,
+        offer_id=_text(item.get("offerId")),
+        offer_name=_text(item.get("offerName")),
         friendly_name=str(item.get("friendlyName") or ""),
         quantity=quantity if isinstance(quantity, int) else 0,
-        status=str(item.get("status") or ""),
-        billing_type=str(item.get("billingType") or ""),
+        status=_text(item.get("status")),
+        billing_type=_text(item.get("billingType")),
         creation_date=str(item["creationDate"]) if item.get("creationDate") else None,
-        raw=item,
+        raw={key: _text(item[key]) for key in RAW_FIELDS if item.get(key) is not None},
     )

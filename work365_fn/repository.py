@@ -280,6 +280,18 @@ class Repository:
             out.extend(self.provider_accounts(odata_in(column, chunk)))
         return out
 
+    def default_contracts_of_accounts(self, account_ids: Sequence[str]) -> list[BillingContract]:
+        """The default contracts of some Accounts: one `In` query when they fit in one
+        (IN_CHUNK ids), else every default contract, so never more requests than that; a batch
+        of a fanned-out run reads its own Accounts' contracts, not the tenant's."""
+        ids = sorted({norm_id(a) for a in account_ids})
+        if not ids:
+            return []
+        if len(ids) > IN_CHUNK:
+            return self.default_contracts()
+        t = self.schema.billing_contract
+        return self.contracts(f"{t.is_default} eq true and {odata_in(lookup(t.account), ids)}")
+
     def provider_accounts_of_accounts(self, account_ids: Sequence[str]) -> list[ProviderAccount]:
         """Provider Accounts under one of `account_ids` (In on the lookup, in chunks)."""
         column = lookup(self.schema.provider_account.account)

@@ -170,7 +170,8 @@ def _run(
     else:  # some customers: only their rows
         subscriptions = _collect_subscriptions(deps, summary, rlog, deadline, scope)
         provider_accounts = repo.provider_accounts_of_customers(scope) if subscriptions else []
-        contracts = repo.default_contracts() if subscriptions else []
+        accounts = [pa.account_id for pa in provider_accounts if pa.account_id]
+        contracts = repo.default_contracts_of_accounts(accounts) if subscriptions else []
         records = repo.records_for_subscriptions([s.id for s in subscriptions])
     rlog.info(
         "dataverse: %d provider accounts, %d default contracts, %d subscription records",
@@ -281,7 +282,11 @@ def _advance_watermark(
     pending: set[str] = {str(s["customerId"]) for s in summary.skipped_customers}
     for error in summary.errors:
         customer = error.get("customerId")
-        if customer and not (error.get("status") == 403 and str(error.get("code")) == "20002"):
+        # not again and again: a customer without a reseller relationship, or gone (404)
+        lost = error.get("status") == 404 or (
+            error.get("status") == 403 and str(error.get("code")) == "20002"
+        )
+        if customer and not lost:
             pending.add(str(customer))
     pending |= {d.subscription.customer_id for d in summary.decisions if d.reason is Reason.ERROR}
     full = choice.mode is Mode.FULL

@@ -157,20 +157,23 @@ def summary_records(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
 def start_app(
     monkeypatch: pytest.MonkeyPatch, storage: StorageNames, **settings: str
 ) -> Iterator[FanoutApp]:
+    """The app's worker over a fresh sandbox; closing the generator stops it."""
     clean_environment(monkeypatch)
-    with Sandbox.start(scenario()) as sandbox:
-        for key, value in {
-            **sandbox.env,
-            **storage.settings,
-            "WORK365_RUN_SIGNING_KEY": SIGNING_KEY,
-            "WORK365_FANOUT_THRESHOLD": str(THRESHOLD),
-            "WORK365_FANOUT_BATCH_SIZE": str(BATCH_SIZE),
-            **settings,
-        }.items():
-            monkeypatch.setenv(key, value)
+    try:
+        with Sandbox.start(scenario()) as sandbox:
+            for key, value in {
+                **sandbox.env,
+                **storage.settings,
+                "WORK365_RUN_SIGNING_KEY": SIGNING_KEY,
+                "WORK365_FANOUT_THRESHOLD": str(THRESHOLD),
+                "WORK365_FANOUT_BATCH_SIZE": str(BATCH_SIZE),
+                **settings,
+            }.items():
+                monkeypatch.setenv(key, value)
+            function_app.services.cache_clear()
+            yield FanoutApp(sandbox, storage)
+    finally:
         function_app.services.cache_clear()
-        yield FanoutApp(sandbox, storage)
-    function_app.services.cache_clear()
 
 
 @pytest.fixture

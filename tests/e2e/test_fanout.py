@@ -32,6 +32,7 @@ from tests.e2e.fanout_support import (
     status_of,
     summary_records,
 )
+from tests.e2e.test_openapi import conforms
 from work365_fn import fanout
 from work365_fn.fanout import MARKER, MARKER_RUN_ID, POISONED_MESSAGE
 from work365_fn.incremental import STATE_RUN_ID, WATERMARK_DOCUMENT
@@ -99,11 +100,12 @@ def test_the_aggregated_run_equals_an_in_process_full_sync(
     run_id, messages = fan_out(app)
 
     deliver_all([messages[i] for i in range(BATCHES - 1)])
-    assert body(status_of(run_id))["progress"] == {"batches": 5, "done": 4}
+    pending = conforms(status_of(run_id), "/runs/{runId}", "get")  # the connector's schema
+    assert pending["progress"] == {"batches": 5, "done": 4}
     assert summary_records(caplog) == []  # nothing aggregated before the last batch
     deliver(messages[BATCHES - 1])
 
-    final = result_of(run_id)
+    final = conforms(status_of(run_id), "/runs/{runId}", "get")
     summary, reference = final["result"], in_process["summary"]
     assert (final["kind"], final["status"], final["error"]) == ("sync", "partial", None)
     assert {k: summary[k] for k in SAME} == {k: reference[k] for k in SAME}
@@ -259,23 +261,24 @@ def test_batches_that_cannot_be_queued_are_recorded_as_failed(
         f"QueueEndpoint=http://127.0.0.1:{azurite.queue_port}",
         f"QueueEndpoint=http://127.0.0.1:{azurite.blob_port}",
     )
-    for fixture in [start_app(monkeypatch, storage, WORK365_STORAGE=broken)]:
-        app = next(fixture)
-        try:
-            before = app.rows()
-            function_app.sync_timer(Timer())
-            run_id = app.store().get(MARKER_RUN_ID, MARKER)["runId"]  # type: ignore[index]
-            final = result_of(run_id)
-            assert final["status"] == final["result"]["status"] == "failed"
-            errors = final["result"]["errors"]
-            assert [e["customerId"] for e in errors] == CUSTOMERS
-            assert {(e["service"], e["code"]) for e in errors} == {("queue", "not-queued")}
-            assert "AccountKey" not in json.dumps(final)
-            assert app.rows() == before
-            # over, so the next full run is not blocked by it
-            assert function_app.sync_http(post({})).status_code == 200
-        finally:
-            fixture.close()
+    fixture = start_app(monkeypatch, storage, WORK365_STORAGE=broken)
+    app = next(fixture)
+    try:
+        before = app.rows()
+        function_app.sync_timer(Timer())
+        marker = app.store().get(MARKER_RUN_ID, MARKER)
+        assert marker is not None
+        final = result_of(marker["runId"])
+        assert final["status"] == final["result"]["status"] == "failed"
+        errors = final["result"]["errors"]
+        assert [e["customerId"] for e in errors] == CUSTOMERS
+        assert {(e["service"], e["code"]) for e in errors} == {("queue", "not-queued")}
+        assert "AccountKey" not in json.dumps(final)
+        assert app.rows() == before
+        # over, so the next full run is not blocked by it
+        assert function_app.sync_http(post({})).status_code == 200
+    finally:
+        fixture.close()
 
 
 @pytest.mark.parametrize("threshold", ["9", "0"])
@@ -311,3 +314,64 @@ def test_the_next_timer_run_after_a_fanout_is_incremental_and_in_process(
     assert app.drain() == []  # not fanned out again: the watermark says a full run is done
     (record,) = summary_records(caplog)
     assert record["mode"] == "incremental"
+
+
+def test_a_customer_listing_that_fails_is_a_failed_run_like_in_process(
+    monkeypatch: pytest.MonkeyPatch, storage: StorageNames, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    fixture = start_app(monkeypatch, storage, WORK365_MAX_ATTEMPTS="1")
+    app = next(fixture)
+    try:
+        app.box.faults.add(
+            {"service": "partnerCenter", "path": "/v1/customers(\\?|$)", "kind": "500", "times": 9}
+        )
+
+        function_app.sync_timer(Timer())
+
+        (record,) = summary_records(caplog)
+        assert record["status"] == "failed"
+        assert [(e["service"], e["status"]) for e in record["errors"]] == [("partnerCenter", 500)]
+        assert app.drain() == []
+        assert app.store().get(MARKER_RUN_ID, MARKER) is None  # nothing blocks the next run
+        assert app.store().names(record["runId"]) == []
+    finally:
+        fixture.close()
+
+
+def test_in_create_mode_the_fanned_out_run_creates_the_same_records(
+    monkeypatch: pytest.MonkeyPatch, storage: StorageNames, tmp_path: Any
+) -> None:
+    from tests.e2e.fanout_support import scenario
+    from tests.integration.conftest import services_for
+    from work365_fn.sandbox import Sandbox
+    from work365_fn.sync import SyncRequest
+
+    with Sandbox.start(scenario()) as box:
+        services = services_for(box, WORK365_CREATE_MISSING="true", WORK365_STATE_DIR=str(tmp_path))
+        reference = services.sync(SyncRequest(mode="full")).to_json()
+        rows = {
+            r["work365_subscriptionid"]: (
+                r.get("work365_providersubscriptionid"),
+                r.get("_work365_billingcontract_value"),
+            )
+            for r in box.dataverse.rows("work365_subscriptions")
+        }
+    fixture = start_app(monkeypatch, storage, WORK365_CREATE_MISSING="true")
+    app = next(fixture)
+    try:
+        run_id, messages = fan_out(app)
+        deliver_all([messages[i] for i in range(BATCHES)])
+
+        summary = result_of(run_id)["result"]
+        assert summary["counts"]["created"] == reference["counts"]["created"] == 1
+        assert {k: summary[k] for k in SAME} == {k: reference[k] for k in SAME}
+        assert {
+            r["work365_subscriptionid"]: (
+                r.get("work365_providersubscriptionid"),
+                r.get("_work365_billingcontract_value"),
+            )
+            for r in app.box.dataverse.rows("work365_subscriptions")
+        } == rows
+    finally:
+        fixture.close()

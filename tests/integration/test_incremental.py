@@ -230,6 +230,7 @@ def test_a_customer_that_failed_is_taken_again_by_the_next_incremental_run(
     world: World, start: Any
 ) -> None:
     ids = three_customers(world)
+    world.customer(4, account_id=gid("acc", 1), relationship=False)  # 403 20002, every run
     box = start(world.scenario())
     services = services_for(box, WORK365_MAX_ATTEMPTS="1")
     box.faults.add(
@@ -237,6 +238,7 @@ def test_a_customer_that_failed_is_taken_again_by_the_next_incremental_run(
     )
     first = run(services)
     assert first.status == "partial"
+    assert {e["customerId"] for e in first.errors} == {ids["customer2"], gid("cus", 4)}
     mark = watermark(services)
     assert mark is not None and mark["pendingCustomers"] == [ids["customer2"]]
     box.faults.clear()

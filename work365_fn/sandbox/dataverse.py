@@ -185,6 +185,7 @@ class DataverseEmulator:
         # Query answers (rows matching a filter, sorted) kept while no row changes, so that the
         # pages of one paged read cost one scan instead of one each; cleared by every write.
         self._query_cache: dict[tuple[Any, ...], list[Mapping[str, Any]]] = {}
+        self._rows_cache: dict[str, list[dict[str, Any]]] = {}  # table -> typed rows, likewise
         self._db = sqlite3.connect(
             db_path, check_same_thread=False, isolation_level=None, timeout=30
         )
@@ -438,6 +439,7 @@ class DataverseEmulator:
     def _touch(self) -> None:
         """Rows changed: forget cached query answers."""
         self._query_cache.clear()
+        self._rows_cache.clear()
 
     def _rollback(self, name: str) -> None:
         self._touch()
@@ -685,7 +687,10 @@ class DataverseEmulator:
         key = (table.sql, options.get("$filter"), tuple((p.key, d) for p, d in order))
         rows = self._query_cache.get(key)
         if rows is None:
-            rows = sort_rows((r for r in self._all(table) if matches(node, r)), order)
+            if table.sql not in self._rows_cache:
+                self._rows_cache[table.sql] = self._all(table)
+            everything = self._rows_cache[table.sql]
+            rows = sort_rows((r for r in everything if matches(node, r)), order)
             self._query_cache[key] = rows
         total = len(rows)
         if "$skiptoken" in options:
