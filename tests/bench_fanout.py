@@ -179,8 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         for n in args.customers:
             row = measure(n, args.subscriptions_per_customer, size, args.in_process)
             rows.append(row)
-            if not args.json:
-                print(_line(row), flush=True)
+            print(_line(row), file=sys.stderr if args.json else sys.stdout, flush=True)
     if args.json:
         print(json.dumps(rows, indent=2))
     return 0
