@@ -377,14 +377,19 @@ class PartnerCenterEmulator:
         )
         items = [json.loads(r["raw"]) for r in rows[:size]]
         query = f"startDate={format_timestamp(start)}&endDate={format_timestamp(end)}&size={size}"
-        links: dict[str, Any] = {
-            "self": {"uri": f"/auditrecords?{query}", "method": "GET", "headers": []}
-        }
+        return self._page(
+            f"/auditrecords?{query}", items, more=len(rows) > size, next_at=offset + size
+        )
+
+    def _page(self, uri: str, items: list[Any], *, more: bool, next_at: int) -> Response:
+        """A seek-based page as Partner Center answers it: `links.next` (relative uri, the
+        continuation token in its headers) and `continuationToken` only when more follow."""
+        links: dict[str, Any] = {"self": {"uri": uri, "method": "GET", "headers": []}}
         payload: dict[str, Any] = {"totalCount": len(items), "items": items, "links": links}
-        if len(rows) > size:
-            token = self._page_token(offset + size)
+        if more:
+            token = self._page_token(next_at)
             links["next"] = {
-                "uri": f"/auditrecords?{query}&seekOperation=Next",
+                "uri": f"{uri}&seekOperation=Next",
                 "method": "GET",
                 "headers": [{"key": "MS-ContinuationToken", "value": token}],
             }
@@ -403,20 +408,9 @@ class PartnerCenterEmulator:
             "SELECT * FROM pc_customers ORDER BY position LIMIT ? OFFSET ?", (size + 1, offset)
         )
         items = [self._customer_json(r) for r in rows[:size]]
-        links: dict[str, Any] = {
-            "self": {"uri": f"/customers?size={size}", "method": "GET", "headers": []}
-        }
-        payload: dict[str, Any] = {"totalCount": len(items), "items": items, "links": links}
-        if len(rows) > size:
-            token = self._page_token(offset + size)
-            links["next"] = {
-                "uri": f"/customers?size={size}&seekOperation=Next",
-                "method": "GET",
-                "headers": [{"key": "MS-ContinuationToken", "value": token}],
-            }
-            payload["continuationToken"] = token
-        payload["attributes"] = {"objectType": "Collection"}
-        return Response.json(200, payload)
+        return self._page(
+            f"/customers?size={size}", items, more=len(rows) > size, next_at=offset + size
+        )
 
     def _find_customer(self, customer_id: str) -> sqlite3.Row | Response:
         if not is_guid(customer_id):
