@@ -575,9 +575,12 @@ def _batch_errors(
             message = POISONED_MESSAGE
         else:
             message = f"batch failed: {error.get('message') or code}"
-    else:  # the batch's sync could not read what it needs: its first error says why
-        errors = result.get("errors") or []
-        first: dict[str, Any] = errors[0] if errors and isinstance(errors[0], dict) else {}
+    else:  # the batch's sync could not read what it needs: its run-level error says why
+        errors = [e for e in result.get("errors") or [] if isinstance(e, dict)]
+        # Per-customer errors (a 403 20002, say) come first; the fatal one has no customer.
+        # Blaming a customer's own error on the whole batch would drop it from the retry list.
+        fatal = [e for e in errors if not e.get("customerId")]
+        first: dict[str, Any] = fatal[-1] if fatal else (errors[-1] if errors else {})
         service = str(first.get("service") or "queue")
         status = int(first.get("status") or 0)
         code = str(first.get("code") or "failed")

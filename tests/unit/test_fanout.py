@@ -302,3 +302,18 @@ def test_no_or_an_unreadable_marker_does_not_block(tmp_path: Path, marker: Any) 
         store.put(MARKER_RUN_ID, MARKER, marker)
     refuse_while_fanned_out(store, RUN, NOW)  # NEW_RUN has no state: nothing in flight
     assert json.dumps(store.get(RUN, "state")) == "null"
+
+
+def test_a_batch_that_failed_as_a_whole_blames_its_fatal_error_not_a_customers_own() -> None:
+    """A customer's own 403 20002 listed before the run-level failure must not be copied onto
+    every customer of the batch: that would drop them all from the next incremental run."""
+    from work365_fn.fanout import _batch_errors
+
+    own = {"customerId": cid(1), "service": "partnerCenter", "status": 403, "code": "20002"}
+    fatal = {"customerId": None, "service": "dataverse", "status": 503, "code": "503"}
+    failed = {"status": "failed", "error": None}
+    errors = _batch_errors(failed, [cid(1), cid(2)], {"errors": [own, fatal]})
+    assert {(e["customerId"], e["service"], e["status"]) for e in errors} == {
+        (cid(1), "dataverse", 503),
+        (cid(2), "dataverse", 503),
+    }
