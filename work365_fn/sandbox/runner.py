@@ -332,7 +332,10 @@ def serve(
             "Connection settings (local.settings.sample.json has them for --port 8443). "
             'Paste into local.settings.json under "Values":\n'
         )
-        out.write(json.dumps(sandbox.env, indent=2) + "\n")
+        # The state folder is the sandbox's own temporary one: an app started with `func start`
+        # keeps its run documents in its storage (Azurite) or its own WORK365_STATE_DIR.
+        connection = {k: v for k, v in sandbox.env.items() if k != "WORK365_STATE_DIR"}
+        out.write(json.dumps(connection, indent=2) + "\n")
         out.write("Press Ctrl+C to stop.\n")
         out.flush()
         event = stop_event or threading.Event()
