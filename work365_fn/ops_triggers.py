@@ -16,7 +16,8 @@ from .diagnose import DiagnoseRequest, run_diagnose
 from .errors import ConfigError, Work365Error
 from .report import run_report
 from .runs import start_async
-from .triggers import BadRequest, ServicesFactory, error_response, json_response
+from .triggers import ServicesFactory, error_response, json_response
+from .validation import BadRequest
 
 log = logging.getLogger(__name__)
 

@@ -14,26 +14,17 @@ import azure.functions as func
 from .errors import ConfigError, Work365Error
 from .fanout import FanoutRun, start_timer_run
 from .incremental import MODES
-from .model import is_guid
 from .notify import notify_run
 from .services import Services
 from .storage import LeaseTakenError
 from .summary import RunSummary
 from .sync import SyncRequest
+from .validation import BadRequest, guid_list, json_body
 
 log = logging.getLogger(__name__)
 
-MAX_BODY_BYTES = 64 * 1024
-MAX_CUSTOMER_IDS = 1000
 
 ServicesFactory = Callable[[], Services]
-
-
-class BadRequest(Exception):
-    def __init__(self, field: str, message: str, status: int = 400) -> None:
-        self.field = field
-        self.status = status
-        super().__init__(message)
 
 
 def json_response(
@@ -72,47 +63,20 @@ class SyncHttpRequest:
 
     @classmethod
     def parse(cls, req: func.HttpRequest) -> SyncHttpRequest:
-        raw = req.get_body() or b""
-        if len(raw) > MAX_BODY_BYTES:
-            raise BadRequest("body", f"the body is over {MAX_BODY_BYTES} bytes", status=413)
-        if not raw.strip():
-            return cls(False, ())
-        try:
-            body = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            raise BadRequest("body", "the body is not valid JSON") from None
-        if not isinstance(body, dict):
-            raise BadRequest("body", "the body must be a JSON object")
-        unknown = sorted(set(body) - {"dryRun", "customerIds", "mode", "async"})
-        if unknown:
-            raise BadRequest(
-                unknown[0],
-                f"unknown field '{unknown[0]}' (known: dryRun, customerIds, mode, async)",
-            )
+        body = json_body(req, ("dryRun", "customerIds", "mode", "async"))
         run_async = body.get("async", False)
         if not isinstance(run_async, bool):
             raise BadRequest("async", "'async' must be true or false")
         dry_run = body.get("dryRun", False)
         if not isinstance(dry_run, bool):
             raise BadRequest("dryRun", "'dryRun' must be true or false")
-        ids = body.get("customerIds", [])
-        if ids is None:
-            ids = []
-        if not isinstance(ids, list):
-            raise BadRequest("customerIds", "'customerIds' must be a list of GUIDs")
-        if len(ids) > MAX_CUSTOMER_IDS:
-            raise BadRequest("customerIds", f"'customerIds' takes at most {MAX_CUSTOMER_IDS} ids")
-        out: dict[str, None] = {}
-        for i, value in enumerate(ids):
-            if not isinstance(value, str) or not is_guid(value):
-                raise BadRequest(f"customerIds[{i}]", f"'customerIds[{i}]' is not a GUID")
-            out[value.lower()] = None
+        ids = guid_list(body, "customerIds")
         mode = body.get("mode", "full")
         if mode not in MODES:
             raise BadRequest("mode", f"'mode' must be one of {', '.join(MODES)}")
-        if out and mode != "full":
+        if ids and mode != "full":
             raise BadRequest("mode", "'mode' must be full (or absent) when customerIds is given")
-        return cls(dry_run, tuple(out), mode, run_async)
+        return cls(dry_run, ids, mode, run_async)
 
 
 def sync_http(req: func.HttpRequest, services: ServicesFactory) -> func.HttpResponse:

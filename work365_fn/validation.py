@@ -1,7 +1,7 @@
 """HTTP input checked field by field, for Power Automate: a bad field is a 400 that names it
 (`customerIds[2]`, `undo`, `async`), a body over 64 KiB is a 413, and nothing runs before the
 whole input is valid. The style of `triggers.SyncHttpRequest`, shared by the operations
-endpoints."""
+endpoints, and of `POST /api/sync`."""
 
 from __future__ import annotations
 
@@ -12,7 +12,17 @@ from typing import Any
 import azure.functions as func
 
 from .model import is_guid
-from .triggers import MAX_BODY_BYTES, MAX_CUSTOMER_IDS, BadRequest
+
+MAX_BODY_BYTES = 64 * 1024
+MAX_CUSTOMER_IDS = 1000
+
+
+class BadRequest(Exception):
+    def __init__(self, field: str, message: str, status: int = 400) -> None:
+        self.field = field
+        self.status = status
+        super().__init__(message)
+
 
 # Query parameters the Functions host itself uses: never "unknown".
 HOST_PARAMETERS = frozenset({"code"})
