@@ -247,14 +247,7 @@ def _print_summary(summary: RunSummary, out: TextIO) -> None:
                 print(f"{r['subscriptionId']}: {r['message']}", file=out)
     for skipped in data["skippedCustomers"]:
         print(f"skipped customer {skipped['customerId']}: {skipped['why']}", file=out)
-    for error in data["errors"]:
-        print(
-            f"error: customer {error['customerId']}: {error['service']} {error['status']} "
-            f"{error['code']}: {error['message']}",
-            file=out,
-        )
-    for warning in data["warnings"]:
-        print(f"warning: {warning}", file=out)
+    ops_cli.print_problems(data, out)
 
 
 def _check_schema(services: Services, args: argparse.Namespace, out: TextIO) -> int:

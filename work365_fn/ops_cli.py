@@ -110,10 +110,7 @@ def print_diagnosis(result: dict[str, Any], out: TextIO) -> None:
                 print(f"    {sub['message']}", file=out)
             if sub["fix"]:
                 print(f"    fix: {sub['fix']}", file=out)
-    for error in result["errors"]:
-        print(f"error: {error['service']} {error['status']} {error['message']}", file=out)
-    for warning in result["warnings"]:
-        print(f"warning: {warning}", file=out)
+    print_problems(result, out)
     print("every check passed" if result["ok"] else "some checks failed: see the fixes", file=out)
 
 
@@ -186,14 +183,7 @@ def print_report(report: dict[str, Any], out: TextIO) -> None:
         for item in items:
             print(f"  {_row(item)}", file=out)
             print(f"      fix: {item['fix']}", file=out)
-    for error in report["errors"]:
-        print(
-            f"error: customer {error.get('customerId')}: {error.get('service')} "
-            f"{error.get('status')} {error.get('code')}: {error.get('message')}",
-            file=out,
-        )
-    for warning in report["warnings"]:
-        print(f"warning: {warning}", file=out)
+    print_problems(report, out)
     if not counts["problems"]:
         print("\nno problems: nothing to fix", file=out)
 
@@ -274,9 +264,17 @@ def print_backfill(result: dict[str, Any], out: TextIO) -> None:
                 file=out,
             )
     print("counts:  " + "  ".join(f"{k} {v}" for k, v in counts.items()), file=out)
-    for error in result["errors"]:
+    print_problems(result, out)
+
+
+def print_problems(document: dict[str, Any], out: TextIO) -> None:
+    """The `errors` and `warnings` of a summary, report, diagnosis or backfill, one per line."""
+    for error in document.get("errors") or []:
+        who = f"customer {error['customerId']}: " if error.get("customerId") else ""
         print(
-            f"error: {error.get('service')} {error.get('status')}: {error.get('message')}", file=out
+            f"error: {who}{error.get('service')} {error.get('status')} {error.get('code')}: "
+            f"{error.get('message')}",
+            file=out,
         )
-    for warning in result["warnings"]:
+    for warning in document.get("warnings") or []:
         print(f"warning: {warning}", file=out)
