@@ -24,7 +24,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .association import Reason, World, decide_for_record, plan
-from .errors import ApiError, AuthError, ConflictError, NotFoundError, Work365Error
+from .errors import (
+    ApiError,
+    AuthError,
+    ConflictError,
+    NotFoundError,
+    Work365Error,
+    error_json,
+)
 from .fixes import billing_references_fix
 from .metadata import SubscriptionBindings
 from .model import AssociationSetting, PcSubscription, SubscriptionRecord, norm_id
@@ -33,7 +40,7 @@ from .services import Services
 from .settings import format_timestamp
 from .storage import RunStore
 from .sync import RunLog
-from .tenant import error_json, read_tenant
+from .tenant import read_tenant
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from typing import Any
 from . import fixes
 from .association import Decision, World, decide
 from .dataverse import odata_guid, odata_string
-from .errors import ApiError, AuthError, NotFoundError
+from .errors import ApiError, AuthError, NotFoundError, error_json
 from .fixes import Namer, label
 from .model import (
     AssociationSetting,
@@ -42,7 +42,6 @@ from .services import Services
 from .settings import format_timestamp
 from .summary import decision_json
 from .sync import RunLog
-from .tenant import error_json
 
 log = logging.getLogger(__name__)
 

@@ -104,3 +104,17 @@ class ConnectionFailedError(ApiError):
 
 class InvalidResponseError(ApiError):
     """The service answered 2xx with a body we could not read (e.g. truncated JSON)."""
+
+
+def error_json(exc: Work365Error, customer_id: str | None) -> dict[str, object]:
+    """An `errors` item of the run summary contract, for any upstream failure."""
+    if isinstance(exc, ApiError):
+        return exc.to_json(customer_id)
+    return {
+        "customerId": customer_id,
+        "service": getattr(exc, "service", "auth"),
+        # a refused credential is a 401; an authority that stayed unreachable is not
+        "status": 503 if getattr(exc, "transient", False) else 401,
+        "code": getattr(exc, "code", "") or "auth",
+        "message": str(exc),
+    }

@@ -136,10 +136,10 @@ def _full_run_due(services: Services, store: RunStore, now: datetime) -> bool:
 def _failed_listing(
     run_id: str, started: datetime, exc: ApiError | AuthError, now: Clock
 ) -> RunSummary:
-    from .sync import _error_json
+    from .errors import error_json
 
     summary = RunSummary(run_id=run_id, started_at=started, fatal=True)
-    summary.errors.append(_error_json(exc, None))
+    summary.errors.append(error_json(exc, None))
     summary.finished_at = now()
     return summary
 

@@ -20,13 +20,13 @@ from typing import Any
 
 from . import fixes
 from .association import UNASSIGNED, Reason, plan
-from .errors import ApiError, AuthError
+from .errors import ApiError, AuthError, error_json
 from .fixes import Namer, label
 from .services import Services
 from .settings import format_timestamp
 from .summary import decision_json
 from .sync import RunLog
-from .tenant import Snapshot, error_json, read_tenant
+from .tenant import Snapshot, read_tenant
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .association import Action, Reason, World, plan
-from .errors import ApiError, AuthError, Work365Error
+from .errors import ApiError, AuthError, Work365Error, error_json
 from .http import failure_fields
 from .incremental import (
     Mode,
@@ -100,7 +100,7 @@ def _run_sync(deps: SyncDeps, request: SyncRequest, run_id: str) -> RunSummary:
         _run(deps, request, summary, rlog, deadline)
     except (ApiError, AuthError) as exc:
         summary.fatal = True
-        summary.errors.append(_error_json(exc, None))
+        summary.errors.append(error_json(exc, None))
         rlog.error("sync failed: %s", exc, extra=failure_fields(exc))
     summary.finished_at = deps.clock()
     rlog.info(
@@ -121,20 +121,6 @@ def _write_deadline(intake_deadline: float | None, budget: float | None) -> floa
     if intake_deadline is None or budget is None:
         return None
     return intake_deadline + min(WRITE_GRACE_MAX_SECONDS, budget / 8)
-
-
-def _error_json(exc: Work365Error, customer_id: str | None) -> dict[str, object]:
-    if isinstance(exc, ApiError):
-        return exc.to_json(customer_id)
-    service = getattr(exc, "service", "auth")
-    return {
-        "customerId": customer_id,
-        "service": service,
-        # a refused credential is a 401; an authority that stayed unreachable is not
-        "status": 503 if getattr(exc, "transient", False) else 401,
-        "code": getattr(exc, "code", "") or "auth",
-        "message": str(exc),
-    }
 
 
 def _run(
@@ -318,9 +304,28 @@ def _collect_subscriptions(
         customers = list(pc.iter_customers())
     summary.customers = len(customers)
     rlog.info("partner center: %d customers", len(customers))
+    out, errors, skipped = fetch_subscriptions(
+        pc, customers, deps.concurrency, deadline, deps.monotonic, rlog
+    )
+    summary.errors.extend(errors)
+    summary.skipped_customers.extend(skipped)
+    return out
+
+
+def fetch_subscriptions(
+    pc: PartnerCenterClient,
+    customers: Sequence[Customer],
+    concurrency: int,
+    deadline: float | None,
+    monotonic: Callable[[], float],
+    rlog: RunLog,
+) -> tuple[list[PcSubscription], list[dict[str, object]], list[dict[str, str]]]:
+    """Each customer's subscriptions, `concurrency` calls at a time: (subscriptions, `errors`
+    items of customers that failed, `skippedCustomers` items of those not started before
+    `deadline`). One failing customer never stops the others."""
 
     def fetch(customer: Customer) -> tuple[Customer, list[PcSubscription] | None, Exception | None]:
-        if deadline is not None and deps.monotonic() >= deadline:
+        if deadline is not None and monotonic() >= deadline:
             return customer, None, None
         try:
             return customer, pc.subscriptions(customer.id), None
@@ -328,14 +333,16 @@ def _collect_subscriptions(
             return customer, None, exc
 
     out: list[PcSubscription] = []
-    with ThreadPoolExecutor(max_workers=max(1, deps.concurrency)) as pool:
+    errors: list[dict[str, object]] = []
+    skipped: list[dict[str, str]] = []
+    with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
         # Each task runs in a copy of this context, so its log lines carry the run's ids.
         futures = [submit_in_context(pool, fetch, customer) for customer in customers]
         for future in futures:
             customer, subs, exc = future.result()
             if exc is not None:
                 assert isinstance(exc, Work365Error)
-                summary.errors.append(_error_json(exc, customer.id))
+                errors.append(error_json(exc, customer.id))
                 if isinstance(exc, ApiError) and is_no_relationship(exc):
                     rlog.warning(
                         "customer %s: no reseller relationship (403 20002), skipped", customer.id
@@ -348,15 +355,14 @@ def _collect_subscriptions(
                         extra=failure_fields(exc),
                     )
             elif subs is None:
-                summary.skipped_customers.append({"customerId": customer.id, "why": "deadline"})
+                skipped.append({"customerId": customer.id, "why": "deadline"})
             else:
                 out.extend(subs)
-    if summary.skipped_customers:
+    if skipped:
         rlog.warning(
-            "run budget reached: %d customers skipped, the next run takes them",
-            len(summary.skipped_customers),
+            "run budget reached: %d customers skipped, the next run takes them", len(skipped)
         )
-    return out
+    return out, errors, skipped
 
 
 def scoped_ids(values: Sequence[str]) -> tuple[str, ...]:

@@ -7,12 +7,9 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
 
 from .association import World
-from .errors import ApiError, AuthError, Work365Error
 from .model import (
     AssociationSetting,
     BillingContract,
@@ -21,9 +18,8 @@ from .model import (
     ProviderAccount,
     SubscriptionRecord,
 )
-from .partner_center import is_no_relationship
 from .services import Services
-from .sync import RunLog
+from .sync import RunLog, fetch_subscriptions
 
 log = logging.getLogger(__name__)
 
@@ -55,19 +51,6 @@ class Snapshot:
             contracts=self.contracts,
             create_missing=create_missing,
         )
-
-
-def error_json(exc: Work365Error, customer_id: str | None) -> dict[str, object]:
-    """An `errors` item of the run summary contract."""
-    if isinstance(exc, ApiError):
-        return exc.to_json(customer_id)
-    return {
-        "customerId": customer_id,
-        "service": getattr(exc, "service", "auth"),
-        "status": 401,
-        "code": getattr(exc, "code", "") or "auth",
-        "message": str(exc),
-    }
 
 
 def read_tenant(
@@ -140,24 +123,9 @@ def _read_partner_center(
         customers = list(pc.iter_customers())
     snapshot.customers = customers
     rlog.info("partner center: %d customers", len(customers))
-
-    def fetch(customer: Customer) -> tuple[Customer, list[PcSubscription] | None, Any]:
-        if deadline is not None and monotonic() >= deadline:
-            return customer, None, None
-        try:
-            return customer, pc.subscriptions(customer.id), None
-        except (ApiError, AuthError) as exc:
-            return customer, None, exc
-
-    with ThreadPoolExecutor(max_workers=max(1, services.settings.concurrency)) as pool:
-        for customer, subs, exc in pool.map(fetch, customers):
-            if exc is not None:
-                snapshot.errors.append(error_json(exc, customer.id))
-                if isinstance(exc, ApiError) and is_no_relationship(exc):
-                    rlog.warning("customer %s: no reseller relationship (403 20002)", customer.id)
-                else:
-                    rlog.error("customer %s: subscriptions failed: %s", customer.id, exc)
-            elif subs is None:
-                snapshot.skipped_customers.append({"customerId": customer.id, "why": "deadline"})
-            else:
-                snapshot.subscriptions.extend(subs)
+    subscriptions, errors, skipped = fetch_subscriptions(
+        pc, customers, services.settings.concurrency, deadline, monotonic, rlog
+    )
+    snapshot.subscriptions.extend(subscriptions)
+    snapshot.errors.extend(errors)
+    snapshot.skipped_customers.extend(skipped)
