@@ -87,14 +87,6 @@ def record_ref(table: str, record_id: str | None, name: str, **extra: Any) -> di
     return {"table": table, "id": (record_id or "").lower() or None, "name": name, **extra}
 
 
-def diagnose_job(services: Services, payload: dict[str, Any], run_id: str) -> dict[str, Any]:
-    return run_diagnose(
-        services,
-        DiagnoseRequest(payload.get("customerId"), payload.get("subscriptionId")),
-        run_id,
-    )
-
-
 def run_diagnose(
     services: Services,
     request: DiagnoseRequest,

@@ -125,14 +125,6 @@ def run_context(run_id: str, correlation_id: str | None = None) -> Iterator[None
         _RUN_ID.reset(run_token)
 
 
-def current_run_id() -> str | None:
-    return _RUN_ID.get()
-
-
-def current_correlation_id() -> str | None:
-    return _CORRELATION_ID.get()
-
-
 def submit_in_context(pool: Executor, fn: Callable[..., T], *args: Any) -> Future[T]:
     """`pool.submit` in a copy of the caller's context (one copy per task: a context cannot be
     entered by two threads at once), so the task's log lines carry the run's ids."""
