@@ -315,7 +315,6 @@ def _write(
     rlog: RunLog,
 ) -> None:
     record = item.record
-    entity_set = repo.schema.subscription.entity_set
     for attempt in range(2):
         assert item.contract_id is not None and record.etag is not None
         entry = journal.add(
@@ -330,9 +329,8 @@ def _write(
                 "state": "pending",
             }
         )
-        body = repo.assign_operation(record, item.contract_id, bindings).body
         try:
-            etag = repo.client.update(entity_set, record.id, dict(body or {}), etag=record.etag)
+            etag = repo.assign(record, item.contract_id, bindings)
         except ConflictError:
             journal.update(entry, state="conflict")
             rlog.info("record %s changed since read (412): re-reading", record.id)

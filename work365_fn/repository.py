@@ -324,11 +324,12 @@ class Repository:
 
     def assign(
         self, record: SubscriptionRecord, contract_id: str, bindings: SubscriptionBindings
-    ) -> None:
-        """Bind the contract only if the record is unchanged since read (ConflictError: 412)."""
+    ) -> str | None:
+        """Bind the contract only if the record is unchanged since read (ConflictError: 412).
+        Returns the record's new ETag when Dataverse sends one."""
         op = self.assign_operation(record, contract_id, bindings)
         assert record.etag is not None and op.body is not None
-        self.client.update(
+        return self.client.update(
             self.schema.subscription.entity_set, record.id, dict(op.body), etag=record.etag
         )
 
