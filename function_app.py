@@ -9,8 +9,10 @@ import functools
 
 import azure.functions as func
 
-from work365_fn import ops_triggers, runs, triggers
-from work365_fn.services import Services
+from work365_fn.composition import Services
+from work365_fn.entrypoints.functions import handlers as triggers
+from work365_fn.entrypoints.functions import operations as ops_triggers
+from work365_fn.entrypoints.functions import runs
 from work365_fn.settings import Settings
 
 app = func.FunctionApp()

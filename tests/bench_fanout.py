@@ -56,10 +56,10 @@ def _child(job: dict[str, Any]) -> dict[str, Any]:
     """In a fresh interpreter: build the services, then run the messages or a full sync."""
     import logging
 
-    from work365_fn.jobs import run_job
-    from work365_fn.services import Services
+    from work365_fn.composition import Services
+    from work365_fn.operations.jobs import run_job
+    from work365_fn.operations.sync import SyncRequest
     from work365_fn.settings import Settings
-    from work365_fn.sync import SyncRequest
 
     logging.basicConfig(level=logging.WARNING)
     services = Services.build(Settings.from_env({}, overrides=job["env"]))
@@ -95,12 +95,12 @@ def _run_child(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def measure(customers: int, per_customer: int, batch_size: int, in_process: bool) -> dict[str, Any]:
-    from work365_fn.bench import BenchConfig, generate
-    from work365_fn.fanout import split
-    from work365_fn.jobs import Batch, JobMessage
+    from work365_fn.adapters.storage import FileRunStore
+    from work365_fn.bench.benchmark import BenchConfig, generate
+    from work365_fn.operations.fanout import split
+    from work365_fn.operations.jobs import Batch, JobMessage
     from work365_fn.sandbox import Sandbox
     from work365_fn.sandbox.scenario import parse_scenario
-    from work365_fn.storage import FileRunStore
 
     gen = generate(BenchConfig(customers, per_customer), datetime.now(UTC))
     ids = sorted(c.lower() for c in gen.customer_ids)

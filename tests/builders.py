@@ -6,8 +6,8 @@ import itertools
 import uuid
 from datetime import UTC, datetime
 
-from work365_fn.association import Decision, World
-from work365_fn.model import (
+from work365_fn.rules.association import Decision, World
+from work365_fn.rules.model import (
     AssociationSetting,
     BillingContract,
     PcSubscription,

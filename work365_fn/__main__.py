@@ -1,7 +1,7 @@
-"""`python -m work365_fn`: see cli.py."""
+"""`python -m work365_fn`: the CLI (work365_fn/entrypoints/cli/)."""
 
 import sys
 
-from .cli import main
+from work365_fn.entrypoints.cli.main import main
 
 sys.exit(main())

@@ -31,7 +31,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
-    from .summary import RunSummary
+    from work365_fn.rules.summary import RunSummary
 
 log = logging.getLogger("work365_fn")
 

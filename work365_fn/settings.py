@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
-from .errors import InvalidSettingError, MissingSettingError
-from .model import is_guid
+from work365_fn.errors import InvalidSettingError, MissingSettingError
+from work365_fn.rules.model import is_guid
 
 PUBLIC_AUTHORITY_HOST = "https://login.microsoftonline.com"
 PUBLIC_PARTNER_CENTER_URL = "https://api.partnercenter.microsoft.com"

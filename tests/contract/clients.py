@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import requests
 
-from work365_fn.auth import StaticTokenProvider, TokenProvider
-from work365_fn.dataverse import REQUEST_ID_HEADER, DataverseClient
-from work365_fn.dataverse import parse_error as dataverse_error
-from work365_fn.http import RetryPolicy, Transport
-from work365_fn.partner_center import PartnerCenterClient
-from work365_fn.partner_center import parse_error as partner_center_error
+from work365_fn.adapters.auth import StaticTokenProvider, TokenProvider
+from work365_fn.adapters.dataverse import REQUEST_ID_HEADER, DataverseClient
+from work365_fn.adapters.dataverse import parse_error as dataverse_error
+from work365_fn.adapters.partner_center import PartnerCenterClient
+from work365_fn.adapters.partner_center import parse_error as partner_center_error
+from work365_fn.adapters.transport import RetryPolicy, Transport
 
 from .shapes import ORG, PC
 

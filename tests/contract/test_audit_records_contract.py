@@ -10,7 +10,7 @@ from typing import Any
 import responses
 from responses import matchers
 
-from work365_fn.incremental import changed_customers
+from work365_fn.operations.incremental import changed_customers
 
 from .clients import CORRELATION_ID, TOKEN, pc_client, policy
 from .shapes import PC

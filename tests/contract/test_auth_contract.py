@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from responses import matchers
 
-from work365_fn.auth import MsalApp, MsalTokenProvider
+from work365_fn.adapters.auth import MsalApp, MsalTokenProvider
 from work365_fn.errors import ApiError, AuthError
 from work365_fn.settings import Credential
 

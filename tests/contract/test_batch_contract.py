@@ -11,7 +11,7 @@ import pytest
 import responses
 from responses import matchers
 
-from work365_fn.batch import BatchOperation, decode_batch
+from work365_fn.adapters.odata_batch import BatchOperation, decode_batch
 from work365_fn.errors import ApiError, InvalidResponseError, ThrottledError
 
 from .clients import TOKEN, dv_client, policy

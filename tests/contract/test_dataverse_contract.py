@@ -8,7 +8,7 @@ import pytest
 import responses
 from responses import matchers
 
-from work365_fn.dataverse import odata_string
+from work365_fn.adapters.dataverse import odata_string
 from work365_fn.errors import (
     ApiError,
     ConflictError,

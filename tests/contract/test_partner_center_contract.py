@@ -7,13 +7,13 @@ import requests
 import responses
 from responses import matchers
 
+from work365_fn.adapters.partner_center import is_no_relationship
 from work365_fn.errors import (
     ApiError,
     ConnectionFailedError,
     InvalidResponseError,
     ThrottledError,
 )
-from work365_fn.partner_center import is_no_relationship
 
 from .clients import CORRELATION_ID, TOKEN, pc_client, policy
 from .shapes import (

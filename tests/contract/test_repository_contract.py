@@ -10,10 +10,10 @@ from typing import Any
 import responses
 from responses import matchers
 
-from work365_fn.metadata import SubscriptionBindings
-from work365_fn.model import PcSubscription, SubscriptionRecord
-from work365_fn.repository import RECORD_NAMESPACE, Repository
-from work365_fn.schema import Schema
+from work365_fn.adapters.dataverse_metadata import SubscriptionBindings
+from work365_fn.adapters.dataverse_repository import RECORD_NAMESPACE, Repository
+from work365_fn.adapters.schema import Schema
+from work365_fn.rules.model import PcSubscription, SubscriptionRecord
 
 from .clients import dv_client, policy
 from .shapes import (

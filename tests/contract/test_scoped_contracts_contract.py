@@ -6,8 +6,8 @@ from __future__ import annotations
 import responses
 from responses import matchers
 
-from work365_fn.repository import IN_CHUNK, Repository
-from work365_fn.schema import Schema
+from work365_fn.adapters.dataverse_repository import IN_CHUNK, Repository
+from work365_fn.adapters.schema import Schema
 
 from .clients import dv_client, policy
 from .shapes import API

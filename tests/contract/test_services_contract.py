@@ -8,7 +8,7 @@ from typing import Any
 import responses
 from responses import matchers
 
-from work365_fn.services import Services
+from work365_fn.composition import Services
 from work365_fn.settings import PARTNER_CENTER_SCOPE, Settings
 
 from .shapes import (

@@ -9,9 +9,9 @@ import threading
 import requests
 import responses
 
-from work365_fn.auth import StaticTokenProvider
-from work365_fn.dataverse import parse_error as dataverse_error
-from work365_fn.http import RateLimiter, RetryPolicy, Transport
+from work365_fn.adapters.auth import StaticTokenProvider
+from work365_fn.adapters.dataverse import parse_error as dataverse_error
+from work365_fn.adapters.transport import RateLimiter, RetryPolicy, Transport
 
 from .clients import TOKEN
 from .shapes import ORG

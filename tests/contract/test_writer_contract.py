@@ -11,12 +11,12 @@ from typing import Any
 import responses
 
 from tests.builders import a_contract, a_provider_account, a_record, a_setting, a_subscription
-from work365_fn.association import Action, Decision, Reason, World, plan
-from work365_fn.metadata import SubscriptionBindings
-from work365_fn.repository import Repository
-from work365_fn.schema import Schema
-from work365_fn.summary import RunSummary
-from work365_fn.writer import DEADLINE_MESSAGE, BatchWriter
+from work365_fn.adapters.dataverse_metadata import SubscriptionBindings
+from work365_fn.adapters.dataverse_repository import Repository
+from work365_fn.adapters.schema import Schema
+from work365_fn.operations.writer import DEADLINE_MESSAGE, BatchWriter
+from work365_fn.rules.association import Action, Decision, Reason, World, plan
+from work365_fn.rules.summary import RunSummary
 
 from .clients import dv_client, policy
 from .shapes import API, DV_VERSION_MISMATCH, dv_error

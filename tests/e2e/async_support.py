@@ -17,8 +17,8 @@ from azure.storage.queue import QueueClient
 
 import function_app
 from tests.azurite import StorageNames
+from work365_fn.adapters.storage import AppStorage
 from work365_fn.sandbox import Sandbox, Scenario
-from work365_fn.storage import AppStorage
 
 SIGNING_KEY = "test-signing-key-0123456789-abcdefghijklmnop"
 CUSTOMER = "c0000001-0000-4000-8000-000000000001"  # demo: Contoso

@@ -19,9 +19,9 @@ import function_app
 from tests.azurite import StorageNames
 from tests.e2e.async_support import SIGNING_KEY, App, clean_environment
 from tests.integration.conftest import OLD, World, gid
-from work365_fn.runs import sign
+from work365_fn.adapters.storage import BlobRunStore
+from work365_fn.entrypoints.functions.runs import sign
 from work365_fn.sandbox import Sandbox, Scenario
-from work365_fn.storage import BlobRunStore
 
 THRESHOLD = 3
 BATCH_SIZE = 2
@@ -186,7 +186,7 @@ def in_process(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """The reference: an in-process full sync of the same scenario on a fresh sandbox, its
     summary and Dataverse's final records."""
     from tests.integration.conftest import services_for
-    from work365_fn.sync import SyncRequest
+    from work365_fn.operations.sync import SyncRequest
 
     state = str(tmp_path_factory.mktemp("in-process-state"))
     with Sandbox.start(scenario()) as box:

@@ -10,7 +10,7 @@ from typing import Any
 
 import azure.functions as func
 
-from work365_fn.jobs import MAX_DEQUEUE_COUNT
+from work365_fn.operations.jobs import MAX_DEQUEUE_COUNT
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -21,9 +21,9 @@ from tests.e2e.async_support import (
     post,
     status_request,
 )
-from work365_fn import jobs
-from work365_fn.runs import sign
-from work365_fn.storage import BlobRunStore
+from work365_fn.adapters.storage import BlobRunStore
+from work365_fn.entrypoints.functions.runs import sign
+from work365_fn.operations import jobs
 
 __all__ = ["app"]  # the fixture
 
@@ -167,7 +167,7 @@ def test_a_failing_job_is_retried_by_the_host_then_poisoned(
 ) -> None:
     monkeypatch.setitem(jobs.JOB_KINDS, "boom", f"{__name__}:boom_job")
     services = function_app.services()
-    from work365_fn.runs import start_async
+    from work365_fn.entrypoints.functions.runs import start_async
 
     resp = start_async("boom", {}, services)
     location = resp.headers["Location"]
@@ -182,7 +182,7 @@ def test_a_failing_job_is_retried_by_the_host_then_poisoned(
 
 
 def test_an_unknown_job_kind_fails_its_run_clearly(app: App) -> None:
-    from work365_fn.runs import start_async
+    from work365_fn.entrypoints.functions.runs import start_async
 
     resp = start_async("no-such-job", {}, function_app.services())
     _, decoded = app.receive()

@@ -33,9 +33,9 @@ from tests.e2e.fanout_support import (
     summary_records,
 )
 from tests.e2e.test_openapi import conforms
-from work365_fn import fanout
-from work365_fn.fanout import MARKER, MARKER_RUN_ID, POISONED_MESSAGE
-from work365_fn.incremental import STATE_RUN_ID, WATERMARK_DOCUMENT
+from work365_fn.operations import fanout
+from work365_fn.operations.fanout import MARKER, MARKER_RUN_ID, POISONED_MESSAGE
+from work365_fn.operations.incremental import STATE_RUN_ID, WATERMARK_DOCUMENT
 
 __all__ = ["app", "in_process"]  # the fixtures
 
@@ -344,8 +344,8 @@ def test_in_create_mode_the_fanned_out_run_creates_the_same_records(
 ) -> None:
     from tests.e2e.fanout_support import scenario
     from tests.integration.conftest import services_for
+    from work365_fn.operations.sync import SyncRequest
     from work365_fn.sandbox import Sandbox
-    from work365_fn.sync import SyncRequest
 
     with Sandbox.start(scenario()) as box:
         services = services_for(box, WORK365_CREATE_MISSING="true", WORK365_STATE_DIR=str(tmp_path))

@@ -30,7 +30,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import function_app
-from work365_fn.http import build_session
+from work365_fn.adapters.transport import build_session
 from work365_fn.sandbox import Sandbox
 from work365_fn.sandbox.scenario import ScenarioError, parse_scenario
 
@@ -304,7 +304,7 @@ def test_odata_injection_through_any_http_input_is_refused_before_any_request(
 def test_odata_injection_through_the_cli_customer_is_refused(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from work365_fn import cli
+    from work365_fn.entrypoints.cli import main as cli
 
     for key in list(os.environ):
         if key.startswith("WORK365_"):
@@ -354,9 +354,9 @@ def test_odata_injection_through_partner_center_ids_never_reaches_a_request(
 ) -> None:
     """Partner Center itself (or a proxy) answers ids that are not GUIDs: they are dropped with a
     warning, never put into a URL or a filter."""
-    from work365_fn.services import Services
+    from work365_fn.composition import Services
+    from work365_fn.operations.sync import SyncRequest
     from work365_fn.settings import Settings
-    from work365_fn.sync import SyncRequest
 
     evil = "x') or (1 eq 1 or 'evil"
     session = PoisonedPartnerCenter(evil)

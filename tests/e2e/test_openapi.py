@@ -22,7 +22,7 @@ from openapi_spec_validator import OpenAPIV2SpecValidator, validate
 
 import function_app
 from tests.e2e.async_support import App, app, get_status, status_request
-from work365_fn.runs import sign
+from work365_fn.entrypoints.functions.runs import sign
 from work365_fn.sandbox import Sandbox, Scenario
 
 __all__ = ["app"]  # the fixture

@@ -12,9 +12,9 @@ import pytest
 import responses
 
 import function_app
-from work365_fn import triggers
+from work365_fn.composition import Services
+from work365_fn.entrypoints.functions import handlers as triggers
 from work365_fn.sandbox import Sandbox, Scenario
-from work365_fn.services import Services
 from work365_fn.settings import Settings
 
 HOOK = "https://prod-01.westeurope.logic.azure.com/workflows/abc/triggers/manual/paths/invoke"

@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
+from work365_fn.composition import Services
+from work365_fn.operations.sync import SyncRequest
+from work365_fn.rules.summary import RunSummary
 from work365_fn.sandbox import Sandbox
 from work365_fn.sandbox.scenario import Scenario, parse_scenario
-from work365_fn.services import Services
 from work365_fn.settings import Settings
-from work365_fn.summary import RunSummary
-from work365_fn.sync import SyncRequest
 
 ENABLED_ON = "2026-01-01T00:00:00Z"
 NEW = "2026-03-01T09:00:00Z"

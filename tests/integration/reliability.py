@@ -9,12 +9,12 @@ from typing import Any
 
 import requests
 
-from work365_fn.http import build_session
+from work365_fn.adapters.transport import build_session
+from work365_fn.composition import Services
+from work365_fn.operations.sync import SyncRequest
+from work365_fn.rules.summary import RunSummary
 from work365_fn.sandbox import Sandbox
-from work365_fn.services import Services
 from work365_fn.settings import Settings
-from work365_fn.summary import RunSummary
-from work365_fn.sync import SyncRequest
 
 Row = tuple[str, str | None, str | None, str | None, str]
 

@@ -13,16 +13,16 @@ from typing import Any
 import pytest
 
 from tests.integration.conftest import OLD, World, contract_of, gid, services_for, writes
-from work365_fn.backfill import (
+from work365_fn.composition import Services
+from work365_fn.entrypoints.cli.main import main
+from work365_fn.operations.backfill import (
     JOURNAL,
     BackfillRequest,
     JournalNotFoundError,
     load_journal,
     run_backfill,
 )
-from work365_fn.cli import main
 from work365_fn.sandbox import Sandbox, Scenario
-from work365_fn.services import Services
 
 ELIGIBLE = gid("rec", 1)
 ELIGIBLE_TOO = gid("rec", 7)
@@ -458,7 +458,7 @@ def test_a_retried_run_continues_its_journal(world: World, start: Any) -> None:
 def test_a_long_journal_is_paged_and_undone_whole(
     world: World, start: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("work365_fn.backfill.JOURNAL_PAGE", 1)
+    monkeypatch.setattr("work365_fn.operations.backfill.JOURNAL_PAGE", 1)
     box = start(tenant(world).scenario())
     run = backfill(box, apply=True)["runId"]
     store = services_for(box).run_store()

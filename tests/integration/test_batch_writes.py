@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from tests.integration.conftest import World, contract_of, gid, sync
-from work365_fn.repository import RECORD_NAMESPACE
+from work365_fn.adapters.dataverse_repository import RECORD_NAMESPACE
 
 
 def by_subscription(data: dict[str, Any]) -> dict[str, dict[str, Any]]:

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from work365_fn.bench import BenchConfig, generate, minimal_full
-from work365_fn.cli import main
+from work365_fn.bench.benchmark import BenchConfig, generate, minimal_full
+from work365_fn.entrypoints.cli.main import main
 
 RUN_KEYS = {
     "mode",

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from tests.integration.conftest import World
-from work365_fn.cli import main
+from work365_fn.entrypoints.cli.main import main
 
 DEMO_REASONS = {
     "not-synced",

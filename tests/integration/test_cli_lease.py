@@ -8,8 +8,8 @@ import os
 import pytest
 
 from tests.azurite import StorageNames
-from work365_fn.cli import main
-from work365_fn.storage import AppStorage
+from work365_fn.adapters.storage import AppStorage
+from work365_fn.entrypoints.cli.main import main
 
 NO_LEASE = (
     "no app storage configured: running without the full-sync lease; "

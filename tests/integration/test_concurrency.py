@@ -30,10 +30,10 @@ from tests.integration.reliability import (
     run,
     services,
 )
-from work365_fn import triggers
-from work365_fn.http import build_session
+from work365_fn.adapters.transport import build_session
+from work365_fn.entrypoints.functions import handlers as triggers
+from work365_fn.rules.summary import RunSummary
 from work365_fn.sandbox import Sandbox
-from work365_fn.summary import RunSummary
 
 
 class MeetAtFirstWrite(requests.Session):

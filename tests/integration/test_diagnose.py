@@ -12,8 +12,8 @@ import pytest
 
 from tests.integration import demo
 from tests.integration.conftest import World, gid, services_for, writes
-from work365_fn.cli import main
-from work365_fn.diagnose import DiagnoseRequest, failed_checks, run_diagnose
+from work365_fn.entrypoints.cli.main import main
+from work365_fn.operations.diagnose import DiagnoseRequest, failed_checks, run_diagnose
 from work365_fn.sandbox import Sandbox, Scenario
 
 EXPECTED = demo.expected()

@@ -7,12 +7,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from tests.integration.conftest import World, by_subscription, contract_of, gid, services_for
-from work365_fn.incremental import STATE_RUN_ID, WATERMARK_DOCUMENT
+from work365_fn.composition import Services
+from work365_fn.operations.incremental import STATE_RUN_ID, WATERMARK_DOCUMENT
+from work365_fn.operations.sync import SyncRequest
+from work365_fn.rules.summary import RunSummary
 from work365_fn.sandbox import Sandbox
-from work365_fn.services import Services
 from work365_fn.settings import format_timestamp
-from work365_fn.summary import RunSummary
-from work365_fn.sync import SyncRequest
 
 NOW = datetime.now(UTC)
 

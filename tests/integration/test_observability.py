@@ -69,7 +69,7 @@ def test_every_line_of_a_run_carries_its_run_id_and_correlation_id(
     threads = {r.threadName for r in during}
     assert len(threads) > 1, "the subscription calls ran in worker threads"
     assert any(r.name.startswith("urllib3") for r in during)
-    assert any(r.name == "work365_fn.partner_center" for r in during)
+    assert any(r.name == "work365_fn.adapters.partner_center" for r in during)
     for r in during:
         assert getattr(r, "run_id", None) == summary.run_id, (r.name, r.getMessage())
         assert getattr(r, "correlation_id", None) == summary.run_id
@@ -114,7 +114,7 @@ def test_the_cli_logs_the_summary_as_one_structured_record(
 ) -> None:
     import os
 
-    from work365_fn import cli
+    from work365_fn.entrypoints.cli import main as cli
 
     for key in list(os.environ):
         if key.startswith("WORK365_"):

@@ -14,8 +14,8 @@ import pytest
 
 from tests.integration import demo
 from tests.integration.conftest import World, services_for, writes
-from work365_fn.cli import main
-from work365_fn.report import CSV_COLUMNS, LISTS, run_report, to_csv
+from work365_fn.entrypoints.cli.main import main
+from work365_fn.operations.report import CSV_COLUMNS, LISTS, run_report, to_csv
 from work365_fn.sandbox import Sandbox, Scenario
 
 EXPECTED = demo.expected()

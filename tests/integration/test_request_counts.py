@@ -7,7 +7,7 @@ import math
 from typing import Any
 
 from tests.integration.conftest import World, gid, services_for, sync
-from work365_fn.sync import SyncRequest
+from work365_fn.operations.sync import SyncRequest
 
 
 def tenant(world: World, customers: int, subscriptions_each: int) -> list[str]:

@@ -16,8 +16,8 @@ import requests
 
 from tests.integration.conftest import World, gid
 from tests.integration.reliability import FakeClock, final_state, services
-from work365_fn import triggers
-from work365_fn.http import build_session
+from work365_fn.adapters.transport import build_session
+from work365_fn.entrypoints.functions import handlers as triggers
 from work365_fn.sandbox import Sandbox
 
 SECONDS_PER_CUSTOMER = 100.0

@@ -20,12 +20,12 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
 from tests.integration.conftest import World
-from work365_fn import triggers
+from work365_fn.composition import Services
+from work365_fn.entrypoints.functions import handlers as triggers
 from work365_fn.logs import install
+from work365_fn.operations.sync import SyncRequest
 from work365_fn.sandbox import Sandbox
-from work365_fn.services import Services
 from work365_fn.settings import Settings
-from work365_fn.sync import SyncRequest
 
 WRONG_SECRET = "Wr0ng~Secret.Value_9f8e7d6c5b4a3210"
 

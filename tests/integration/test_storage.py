@@ -13,14 +13,14 @@ from azure.storage.blob import BlobLeaseClient, BlobServiceClient
 from azure.storage.queue import QueueClient
 
 from tests.azurite import StorageNames
-from work365_fn.errors import ApiError
-from work365_fn.storage import (
+from work365_fn.adapters.storage import (
     FULL_SYNC_LOCK,
     AppStorage,
     FileRunStore,
     LeaseTakenError,
     RunStore,
 )
+from work365_fn.errors import ApiError
 
 RUN = "5d0c7a59-7f11-4b0e-9d59-6d0f3e7c2a10"
 OTHER = "0b8e2b55-2c1f-4c3e-8a3e-3f7d6c1b9e22"

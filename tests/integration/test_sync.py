@@ -16,8 +16,8 @@ from tests.integration.conftest import (
     sync,
     writes,
 )
-from work365_fn.repository import RECORD_NAMESPACE
-from work365_fn.sync import SyncRequest
+from work365_fn.adapters.dataverse_repository import RECORD_NAMESPACE
+from work365_fn.operations.sync import SyncRequest
 
 REASONS = {
     "not-synced",

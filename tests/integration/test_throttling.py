@@ -10,9 +10,9 @@ from typing import Any
 
 from tests.integration.conftest import World
 from tests.integration.reliability import FakeClock, reasons, run, services
+from work365_fn.operations.sync import SyncRequest
 from work365_fn.sandbox import Sandbox
 from work365_fn.sandbox.faults import Limits
-from work365_fn.sync import SyncRequest
 
 
 def many_customers(world: World, n: int) -> set[str]:

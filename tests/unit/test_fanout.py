@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from work365_fn.fanout import (
+from work365_fn.adapters.storage import FileRunStore, LeaseTakenError
+from work365_fn.operations.fanout import (
     MARKER,
     MARKER_RUN_ID,
     POISONED_MESSAGE,
@@ -18,7 +19,6 @@ from work365_fn.fanout import (
     refuse_while_fanned_out,
     split,
 )
-from work365_fn.storage import FileRunStore, LeaseTakenError
 
 RUN = "7b1e5f0a-9c3d-4e2f-8a1b-2c3d4e5f6a7b"
 NEW_RUN = "1a2b3c4d-5e6f-4a1b-9c2d-3e4f5a6b7c8d"
@@ -307,7 +307,7 @@ def test_no_or_an_unreadable_marker_does_not_block(tmp_path: Path, marker: Any) 
 def test_a_batch_that_failed_as_a_whole_blames_its_fatal_error_not_a_customers_own() -> None:
     """A customer's own 403 20002 listed before the run-level failure must not be copied onto
     every customer of the batch: that would drop them all from the next incremental run."""
-    from work365_fn.fanout import _batch_errors
+    from work365_fn.operations.fanout import _batch_errors
 
     own = {"customerId": cid(1), "service": "partnerCenter", "status": 403, "code": "20002"}
     fatal = {"customerId": None, "service": "dataverse", "status": 503, "code": "503"}

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from work365_fn.incremental import (
+from work365_fn.operations.incremental import (
     Mode,
     Watermark,
     audit_windows,

@@ -14,10 +14,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from work365_fn.adapters.schema import Schema
 from work365_fn.errors import SchemaError
-from work365_fn.model import is_guid
+from work365_fn.rules.model import is_guid
 from work365_fn.sandbox.scenario import ScenarioError, parse_scenario
-from work365_fn.schema import Schema
 
 NAME = re.compile(r"^[A-Za-z0-9_]+$")
 ODD = ["' or 1 eq 1", "a,b", "x)", "name;drop", "caf\u00e9", "", " ", "a b", "$filter", "%27"]

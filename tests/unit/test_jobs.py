@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from work365_fn import jobs
-from work365_fn.jobs import BadMessage, Batch, JobMessage, JobUnavailable, resolve
+from work365_fn.operations import jobs
+from work365_fn.operations.jobs import BadMessage, Batch, JobMessage, JobUnavailable, resolve
 
 RUN = "5D0C7A59-7F11-4B0E-9D59-6D0F3E7C2A10"
 CUSTOMER = "c0000001-0000-4000-8000-000000000001"
@@ -89,8 +89,8 @@ def test_a_bad_message_names_the_field(raw: bytes, field: str) -> None:
 def test_the_registry_resolves_sync_lazily() -> None:
     assert resolve("sync") is jobs.sync_job
     assert set(jobs.JOB_KINDS) >= {"sync", "report", "backfill"}
-    assert jobs.JOB_KINDS["report"] == "work365_fn.report:report_job"
-    assert jobs.JOB_KINDS["backfill"] == "work365_fn.backfill:backfill_job"
+    assert jobs.JOB_KINDS["report"] == "work365_fn.operations.report:report_job"
+    assert jobs.JOB_KINDS["backfill"] == "work365_fn.operations.backfill:backfill_job"
 
 
 def test_an_unknown_kind_is_a_clear_error() -> None:

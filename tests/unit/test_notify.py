@@ -13,12 +13,12 @@ import requests
 import responses
 from responses import matchers
 
-from work365_fn.association import Action, Decision, Reason
+from work365_fn.adapters.notify import MAX_ATTEMPTS, MAX_LISTED, Notifier, notify_run, teams_card
 from work365_fn.errors import InvalidSettingError
-from work365_fn.model import AssociationSetting, PcSubscription
-from work365_fn.notify import MAX_ATTEMPTS, MAX_LISTED, Notifier, notify_run, teams_card
+from work365_fn.rules.association import Action, Decision, Reason
+from work365_fn.rules.model import AssociationSetting, PcSubscription
+from work365_fn.rules.summary import RunSummary
 from work365_fn.settings import Settings
-from work365_fn.summary import RunSummary
 
 URL = "https://prod-01.westeurope.logic.azure.com/workflows/abc/triggers/manual/paths/invoke"
 SIGNED = f"{URL}?api-version=2016-06-01&sp=%2Ftriggers&sv=1.0&sig=SECRET-SIGNATURE-VALUE"

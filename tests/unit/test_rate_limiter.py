@@ -8,7 +8,7 @@ import threading
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from work365_fn.http import RateLimiter
+from work365_fn.adapters.transport import RateLimiter
 
 
 class FakeClock:

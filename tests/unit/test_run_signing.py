@@ -8,7 +8,7 @@ import hmac
 
 import azure.functions as func
 
-from work365_fn.runs import sign, signature_ok, status_url
+from work365_fn.entrypoints.functions.runs import sign, signature_ok, status_url
 
 KEY = "k" * 40
 RUN = "5d0c7a59-7f11-4b0e-9d59-6d0f3e7c2a10"

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from work365_fn.adapters.schema import Schema
 from work365_fn.errors import SchemaError
-from work365_fn.schema import Schema
 
 
 def schema_file(tmp_path: Path, content: object) -> str:

@@ -43,7 +43,8 @@ from functools import cached_property
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
-from ..schema import Schema
+from work365_fn.adapters.schema import Schema
+
 from .batch import (
     Answer,
     AnswerPart,

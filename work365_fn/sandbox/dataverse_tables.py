@@ -17,7 +17,8 @@ from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any
 
-from ..schema import Schema
+from work365_fn.adapters.schema import Schema
+
 from .odata import EdmType, ODataError, Property, bad_request
 
 _NS = uuid.UUID("8f0b5a52-1f3e-4a4c-9c55-2b7e1c4d9a10")  # MetadataIds are stable across runs

@@ -27,7 +27,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol, TextIO
 
-from ..schema import Schema
+from work365_fn.adapters.schema import Schema
+
 from .core import Emulator, Request, TokenIssuer
 from .dataverse import DataverseEmulator
 from .faults import FaultSet, Limiter, Limits, parse_rules

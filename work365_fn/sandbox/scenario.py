@@ -9,9 +9,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError
-from ..model import is_guid
-from ..settings import parse_timestamp
+from work365_fn.errors import ConfigError
+from work365_fn.rules.model import is_guid
+from work365_fn.settings import parse_timestamp
 
 # Fields of a Partner Center AuditRecord a scenario may give (the emulator fills in the rest).
 AUDIT_RECORD_FIELDS = {

@@ -14,10 +14,10 @@ from urllib.parse import quote, unquote, urlsplit
 
 import pytest
 
+from work365_fn.adapters.schema import Schema
 from work365_fn.sandbox.core import Headers, Request, TokenIssuer
 from work365_fn.sandbox.dataverse import SETTING_ROW_ID, DataverseEmulator
 from work365_fn.sandbox.scenario import Scenario, ScenarioError, parse_scenario
-from work365_fn.schema import Schema
 
 BASE = "https://127.0.0.1:8443"
 API = "/api/data/v9.2/"

@@ -15,12 +15,12 @@ import msal
 import pytest
 import requests
 
+from work365_fn.adapters.schema import Schema
 from work365_fn.sandbox import Sandbox
 from work365_fn.sandbox.core import Request, Response, TokenIssuer
 from work365_fn.sandbox.faults import Limits
 from work365_fn.sandbox.partner_center import PC_AUDIENCE
 from work365_fn.sandbox.scenario import Scenario, ScenarioError, parse_scenario
-from work365_fn.schema import Schema
 from work365_fn.settings import Settings
 
 pytestmark = pytest.mark.integration

@@ -1,0 +1,214 @@
+"""Token providers. MSAL confidential client, created lazily (no network until the first token)."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from typing import Any, Protocol
+
+import msal
+import requests
+
+from work365_fn.errors import AuthError, ConfigError
+from work365_fn.logs import remember_secret
+from work365_fn.settings import Credential
+
+# Token errors that say "not now" rather than "not you": retried like a 503.
+TRANSIENT_TOKEN_ERRORS = frozenset({"temporarily_unavailable", "server_error"})
+
+
+class TokenProvider(Protocol):
+    def token(self) -> str:
+        """A bearer token for the provider's one scope (cached until near expiry)."""
+        ...
+
+    def invalidate(self) -> None:
+        """Drop the cached token: the next `token()` asks the authority again."""
+        ...
+
+
+class StaticTokenProvider:
+    """A fixed token (tests with `responses`)."""
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+        self.invalidations = 0
+
+    def token(self) -> str:
+        return self._value
+
+    def invalidate(self) -> None:
+        self.invalidations += 1
+
+    def __repr__(self) -> str:
+        return "StaticTokenProvider(<hidden>)"
+
+
+class _TimedHttpClient:
+    """What MSAL needs of an HTTP client (`post`, `get`, `close`), over our session with our
+    timeouts: MSAL passes none, and a token call must not hang a run."""
+
+    def __init__(self, session: requests.Session, timeout: tuple[float, float]) -> None:
+        self._session = session
+        self._timeout = timeout
+
+    def post(self, url: str, **kwargs: Any) -> requests.Response:
+        kwargs.setdefault("timeout", self._timeout)
+        return self._session.post(url, **kwargs)
+
+    def get(self, url: str, **kwargs: Any) -> requests.Response:
+        kwargs.setdefault("timeout", self._timeout)
+        return self._session.get(url, **kwargs)
+
+    def close(self) -> None:  # the session is shared with the clients: theirs to close
+        pass
+
+
+class _NoHttpCache(dict[str, Any]):
+    """MSAL's `http_cache` that keeps nothing. MSAL otherwise replays a token endpoint's 429/5xx
+    answer for its Retry-After (5 s by default, on the wall clock) without asking again, so
+    our retries (which already honour Retry-After, on the injected clock) would only meet the
+    replayed error. Tokens stay cached in MSAL's token cache, which this is not."""
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        pass
+
+
+class MsalApp:
+    """One MSAL ConfidentialClientApplication per credential, built on first use."""
+
+    def __init__(
+        self,
+        credential: Credential,
+        authority_host: str,
+        session: requests.Session,
+        *,
+        timeout: tuple[float, float] = (10.0, 60.0),
+    ) -> None:
+        self._credential = credential
+        self._authority = f"{authority_host.rstrip('/')}/{credential.tenant_id}"
+        self._session = session
+        self._timeout = timeout
+        self._app: Any = None
+        self._lock = threading.Lock()
+        remember_secret(credential.secret)
+
+    def _client_credential(self) -> Any:
+        c = self._credential
+        if c.cert_path:
+            try:
+                private_key = Path(c.cert_path).read_text(encoding="utf-8")
+            except OSError as exc:
+                raise ConfigError(
+                    f"cannot read the certificate at {c.cert_path} ({exc.strerror or exc}): "
+                    "check WORK365_CERT_PATH (a PEM file holding the private key)"
+                ) from None
+            remember_secret(private_key)
+            return {"private_key": private_key, "thumbprint": c.cert_thumbprint}
+        return c.secret
+
+    def app(self) -> Any:
+        with self._lock:
+            if self._app is None:
+                self._app = msal.ConfidentialClientApplication(
+                    self._credential.client_id,
+                    client_credential=self._client_credential(),
+                    authority=self._authority,
+                    instance_discovery=False,
+                    http_client=_TimedHttpClient(self._session, self._timeout),
+                    http_cache=_NoHttpCache(),
+                )
+            return self._app
+
+    def __repr__(self) -> str:
+        return f"MsalApp(authority={self._authority!r}, client_id={self._credential.client_id!r})"
+
+
+class MsalTokenProvider:
+    def __init__(self, app: MsalApp, scope: str, service: str) -> None:
+        self._app = app
+        self._scope = scope
+        self._service = service
+
+    def token(self) -> str:
+        try:
+            result = self._app.app().acquire_token_for_client(scopes=[self._scope])
+        except json.JSONDecodeError:  # the answer was cut off or is not JSON: ask again
+            raise AuthError(
+                self._service,
+                f"the token authority for {self._service} answered a body that is not JSON",
+                code="invalid-json",
+                transient=True,
+            ) from None
+        except ValueError as exc:  # MSAL raises ValueError on an unreachable/invalid authority
+            raise AuthError(
+                self._service,
+                f"could not reach the token authority for {self._service}: {_first_line(exc)}; "
+                "check WORK365_AUTHORITY_HOST and WORK365_TENANT_ID",
+                code="discovery",
+                transient=_passing_discovery_failure(exc),
+            ) from None
+        except requests.RequestException as exc:
+            raise AuthError(
+                self._service,
+                f"could not reach the token authority for {self._service} "
+                f"({type(exc).__name__}); check WORK365_AUTHORITY_HOST and network access",
+                code="timeout" if isinstance(exc, requests.Timeout) else "connection",
+                transient=True,
+            ) from None
+        except msal.exceptions.MsalServiceError as exc:  # a 5xx: MSAL raises for the status
+            raise AuthError(
+                self._service,
+                f"the token authority for {self._service} failed ({_first_line(exc)})",
+                code="server_error",
+                transient=True,
+            ) from None
+        token = result.get("access_token") if isinstance(result, dict) else None
+        if not token:
+            code = str(result.get("error", "unknown")) if isinstance(result, dict) else "unknown"
+            description = (
+                str(result.get("error_description", "")) if isinstance(result, dict) else ""
+            )
+            if code in TRANSIENT_TOKEN_ERRORS:
+                raise AuthError(
+                    self._service,
+                    f"the token authority for {self._service} is busy or failing: {code}: "
+                    f"{_first_line(description)}",
+                    code=code,
+                    transient=True,
+                )
+            raise AuthError(
+                self._service,
+                f"token request for {self._service} was refused: {code}: "
+                f"{_first_line(description)} (check the client id, secret or certificate, and "
+                "that the app is consented in the tenant)",
+                code=code,
+            )
+        remember_secret(str(token))
+        return str(token)
+
+    def invalidate(self) -> None:
+        # MSAL has no force-refresh for client credentials (DESIGN.md section 6).
+        self._app.app().remove_tokens_for_client()
+
+    def __repr__(self) -> str:
+        return f"MsalTokenProvider(scope={self._scope!r})"
+
+
+def _passing_discovery_failure(exc: BaseException) -> bool:
+    """MSAL wraps every failed authority discovery in one ValueError. Worth another try: an
+    answer cut off (not JSON) or throttled (429); not: an unknown tenant (400), a bad URL."""
+    seen = 0
+    cause = exc.__cause__ or exc.__context__
+    while cause is not None and seen < 10:
+        if isinstance(cause, json.JSONDecodeError) or "HTTP status: 429" in str(cause):
+            return True
+        cause = cause.__cause__ or cause.__context__
+        seen += 1
+    return False
+
+
+def _first_line(value: object) -> str:
+    text = str(value).strip().splitlines()
+    return text[0][:300] if text else ""

@@ -1,0 +1,464 @@
+"""Work 365 tables in Dataverse, read in bulk and written conditionally, as model objects."""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from work365_fn.adapters.dataverse import DataverseClient, odata_guid, odata_in, odata_string
+from work365_fn.adapters.dataverse_metadata import SubscriptionBindings
+from work365_fn.adapters.odata_batch import BatchOperation
+from work365_fn.adapters.schema import Schema
+from work365_fn.errors import ApiError, InvalidResponseError
+from work365_fn.rules.model import (
+    AssociationSetting,
+    BillingContract,
+    PcSubscription,
+    ProviderAccount,
+    SubscriptionRecord,
+    maybe_id,
+    norm_id,
+)
+from work365_fn.settings import format_timestamp, parse_timestamp
+
+log = logging.getLogger(__name__)
+
+# Records created in create mode without an alternate key get uuid5(NAMESPACE, provider
+# subscription id in lower case): a rerun (or a crash and rerun) addresses the same row, and
+# If-None-Match: * turns a second create into a 412 instead of a duplicate. Never change it.
+RECORD_NAMESPACE = uuid.UUID("6f1c2d52-3a5e-4c8e-9f1b-365b1110c0de")
+
+# How many of the setting row's newest audit rows are searched for the date of the change.
+AUDIT_ROWS_READ = 50
+
+# Values per `Microsoft.Dynamics.CRM.In` query of a scoped read: 100 GUIDs keep the URL near
+# 4.5 KB, far below Dataverse's URL limit.
+IN_CHUNK = 100
+
+_ENTITY_ID = re.compile(r"\(([0-9a-fA-F-]{36})\)\s*$")
+
+
+def deterministic_record_id(provider_subscription_id: str) -> str:
+    return str(uuid.uuid5(RECORD_NAMESPACE, provider_subscription_id.lower()))
+
+
+def lookup(name: str) -> str:
+    """The read-side column of a lookup attribute."""
+    return f"_{name}_value"
+
+
+class Repository:
+    def __init__(self, client: DataverseClient, schema: Schema) -> None:
+        self.client = client
+        self.schema = schema
+
+    # ---- setting and cutoff ---------------------------------------------------------------
+
+    def read_setting(self, override: datetime | None) -> tuple[AssociationSetting, list[str]]:
+        t = self.schema.setting
+        warnings: list[str] = []
+        rows = list(
+            self.client.iter_rows(
+                t.entity_set,
+                select=[t.id, t.associate_default, "modifiedon"],
+                orderby="modifiedon desc",
+            )
+        )
+        if not rows:
+            warnings.append(
+                f"no Admin Hub setting row in {t.table}: Associate Default Billing Contract is "
+                "treated as No"
+            )
+            source = "setting" if override else None
+            return AssociationSetting(False, override, source), warnings
+        if len(rows) > 1:
+            warnings.append(
+                f"{len(rows)} Admin Hub setting rows in {t.table}: using the most recently "
+                "modified one"
+            )
+        row = rows[0]
+        enabled = row.get(t.associate_default) is True
+        row_id = maybe_id(row.get(t.id))
+        if override is not None:
+            return AssociationSetting(enabled, override, "setting", row_id), warnings
+        since = self._audit_cutoff(row_id, warnings) if row_id else None
+        if since is not None:
+            return AssociationSetting(enabled, since, "audit", row_id), warnings
+        modified = parse_timestamp(str(row.get("modifiedon") or ""))
+        if modified is None:
+            warnings.append("the Admin Hub setting row has no modifiedon: no cutoff is known")
+            return AssociationSetting(enabled, None, None, row_id), warnings
+        warnings.append(
+            "cutoff taken from the Admin Hub setting row's modifiedon: editing that row moves "
+            "the cutoff. Turn on auditing for the column or set WORK365_ASSOCIATE_SINCE."
+        )
+        return AssociationSetting(enabled, modified, "modifiedon", row_id), warnings
+
+    def _audit_cutoff(self, row_id: str, warnings: list[str]) -> datetime | None:
+        t = self.schema.setting
+        try:
+            details = self.client.attribute_change_history(
+                t.entity_set, row_id, t.associate_default
+            )
+            latest, undated = _latest_enabling(details, t.associate_default)
+            if latest is None and undated:
+                latest = self._audit_table_cutoff(row_id)
+        except ApiError as exc:
+            warnings.append(
+                f"could not read the audit history of {t.associate_default} "
+                f"({exc.status} {exc.code}); falling back to modifiedon"
+            )
+            return None
+        if latest is None and undated:
+            warnings.append(
+                f"the audit history of {t.associate_default} shows it set to Yes, but none of "
+                f"the latest {AUDIT_ROWS_READ} audit rows of the setting row does; falling "
+                "back to modifiedon"
+            )
+        return latest
+
+    def _audit_table_cutoff(self, row_id: str) -> datetime | None:
+        """Microsoft documents that the Web API answers RetrieveAttributeChangeHistory without
+        `AuditRecord`, so without dates. The date is then that of the newest `audits` row of the
+        setting row whose details set the column to Yes."""
+        t = self.schema.setting
+        for row in self.client.audit_rows(t.table, row_id, top=AUDIT_ROWS_READ):
+            audit_id = _guid_or_none(row.get("auditid"))
+            when = parse_timestamp(str(row.get("createdon") or ""))
+            if audit_id is None or when is None:
+                continue
+            new = self.client.audit_detail(audit_id).get("NewValue")
+            if isinstance(new, dict) and new.get(t.associate_default) is True:
+                return when
+        return None
+
+    # ---- bulk reads --------------------------------------------------------------------------
+
+    def provider_accounts(self, filter: str | None = None) -> list[ProviderAccount]:
+        """Every Provider Account, or those matching an OData `filter` built with the
+        dataverse.py literal helpers."""
+        t = self.schema.provider_account
+        out = []
+        for row in self.client.iter_rows(
+            t.entity_set, select=[t.id, t.name, t.customer_id, lookup(t.account)], filter=filter
+        ):
+            customer = row.get(t.customer_id)
+            out.append(
+                ProviderAccount(
+                    id=_required_id(row, t.id, t.table),
+                    customer_id=_guid_or_none(customer),
+                    account_id=maybe_id(row.get(lookup(t.account))),
+                    name=str(row.get(t.name) or ""),
+                )
+            )
+        return out
+
+    def default_contracts(self) -> list[BillingContract]:
+        """Every contract flagged Is Default, active or not (plan() ignores inactive ones; the
+        report lists them)."""
+        return self.contracts(f"{self.schema.billing_contract.is_default} eq true")
+
+    def contracts(self, filter: str | None = None) -> list[BillingContract]:
+        """Billing contracts matching an OData `filter` (all of them without one)."""
+        t = self.schema.billing_contract
+        out = []
+        for row in self.client.iter_rows(
+            t.entity_set,
+            select=[t.id, t.name, t.is_default, t.state, lookup(t.account)],
+            filter=filter,
+        ):
+            out.append(
+                BillingContract(
+                    id=_required_id(row, t.id, t.table),
+                    account_id=maybe_id(row.get(lookup(t.account))),
+                    is_default=row.get(t.is_default) is True,
+                    active=row.get(t.state) == t.active_state,
+                    name=str(row.get(t.name) or ""),
+                )
+            )
+        return out
+
+    def _record_select(self) -> list[str]:
+        t = self.schema.subscription
+        return [
+            t.id,
+            t.name,
+            t.provider_subscription_id,
+            lookup(t.account),
+            lookup(t.billing_contract),
+            "createdon",
+        ]
+
+    def _record(self, row: dict[str, Any]) -> SubscriptionRecord:
+        t = self.schema.subscription
+        return SubscriptionRecord(
+            id=_required_id(row, t.id, t.table),
+            provider_subscription_id=_guid_or_none(row.get(t.provider_subscription_id)),
+            account_id=maybe_id(row.get(lookup(t.account))),
+            billing_contract_id=maybe_id(row.get(lookup(t.billing_contract))),
+            created_on=parse_timestamp(str(row.get("createdon") or "")),
+            etag=str(row["@odata.etag"]) if row.get("@odata.etag") else None,
+            name=str(row.get(t.name) or ""),
+        )
+
+    def subscription_records(self) -> list[SubscriptionRecord]:
+        t = self.schema.subscription
+        return [
+            self._record(row)
+            for row in self.client.iter_rows(
+                t.entity_set,
+                select=self._record_select(),
+                filter=f"{t.provider_subscription_id} ne null",
+            )
+        ]
+
+    def subscription_rows(
+        self, columns: Sequence[str] = (), filter: str | None = None
+    ) -> list[tuple[SubscriptionRecord, dict[str, Any]]]:
+        """Records with a provider subscription id (and matching `filter`), each with the raw
+        values of the extra `columns` (e.g. the billing reference columns, for backfill)."""
+        t = self.schema.subscription
+        where = f"{t.provider_subscription_id} ne null" + (f" and ({filter})" if filter else "")
+        select = self._record_select() + [c for c in columns if c not in self._record_select()]
+        return [
+            (self._record(row), {c: row.get(c) for c in columns})
+            for row in self.client.iter_rows(t.entity_set, select=select, filter=where)
+        ]
+
+    def record_row(
+        self, address: str, columns: Sequence[str] = ()
+    ) -> tuple[SubscriptionRecord, dict[str, Any]]:
+        """Re-read one record with the raw values of `columns` (NotFoundError when gone)."""
+        t = self.schema.subscription
+        select = self._record_select() + [c for c in columns if c not in self._record_select()]
+        row = self.client.get_row(t.entity_set, address, select=select)
+        return self._record(row), {c: row.get(c) for c in columns}
+
+    def account_names(self, account_ids: Sequence[str]) -> dict[str, str]:
+        """Names of the given Accounts (lower-case id -> name), read with `In` in chunks of
+        IN_CHUNK ids; ids that no longer exist are absent."""
+        t = self.schema.account
+        out: dict[str, str] = {}
+        for chunk in _chunks(sorted({norm_id(a) for a in account_ids}), IN_CHUNK):
+            for row in self.client.iter_rows(
+                t.entity_set, select=[t.id, t.name], filter=odata_in(t.id, chunk)
+            ):
+                account_id = _guid_or_none(row.get(t.id))
+                if account_id:
+                    out[account_id] = str(row.get(t.name) or "")
+        return out
+
+    # ---- scoped reads (a run over some customers: scoped or incremental) --------------------
+
+    def records_for_subscriptions(
+        self, subscription_ids: Sequence[str]
+    ) -> list[SubscriptionRecord]:
+        """Records whose provider subscription id is one of `subscription_ids`, read with
+        `Microsoft.Dynamics.CRM.In` in chunks of IN_CHUNK ids."""
+        t = self.schema.subscription
+        out: list[SubscriptionRecord] = []
+        for chunk in _chunks(sorted({s.lower() for s in subscription_ids}), IN_CHUNK):
+            out.extend(
+                self._record(row)
+                for row in self.client.iter_rows(
+                    t.entity_set,
+                    select=self._record_select(),
+                    filter=odata_in(t.provider_subscription_id, chunk),
+                )
+            )
+        return out
+
+    def provider_accounts_of_customers(self, customer_ids: Sequence[str]) -> list[ProviderAccount]:
+        """Provider Accounts whose customer id is one of `customer_ids` (In, in chunks)."""
+        column = self.schema.provider_account.customer_id
+        out: list[ProviderAccount] = []
+        for chunk in _chunks(sorted({c.lower() for c in customer_ids}), IN_CHUNK):
+            out.extend(self.provider_accounts(odata_in(column, chunk)))
+        return out
+
+    def default_contracts_of_accounts(self, account_ids: Sequence[str]) -> list[BillingContract]:
+        """The default contracts of some Accounts: one `In` query when they fit in one
+        (IN_CHUNK ids), else every default contract, so never more requests than that; a batch
+        of a fanned-out run reads its own Accounts' contracts, not the tenant's."""
+        ids = sorted({norm_id(a) for a in account_ids})
+        if not ids:
+            return []
+        if len(ids) > IN_CHUNK:
+            return self.default_contracts()
+        t = self.schema.billing_contract
+        return self.contracts(f"{t.is_default} eq true and {odata_in(lookup(t.account), ids)}")
+
+    def provider_accounts_of_accounts(self, account_ids: Sequence[str]) -> list[ProviderAccount]:
+        """Provider Accounts under one of `account_ids` (In on the lookup, in chunks)."""
+        column = lookup(self.schema.provider_account.account)
+        out: list[ProviderAccount] = []
+        for chunk in _chunks(sorted({norm_id(a) for a in account_ids}), IN_CHUNK):
+            out.extend(self.provider_accounts(odata_in(column, chunk)))
+        return out
+
+    def unassigned_records_since(self, since: datetime) -> list[SubscriptionRecord]:
+        """Records with a provider subscription id and no Billing Contract, created at or after
+        `since` (what an incremental run must not miss: a record made hours after its order)."""
+        t = self.schema.subscription
+        flt = (
+            f"{t.provider_subscription_id} ne null and {lookup(t.billing_contract)} eq null"
+            f" and createdon ge {format_timestamp(since)}"
+        )
+        return [
+            self._record(row)
+            for row in self.client.iter_rows(t.entity_set, select=self._record_select(), filter=flt)
+        ]
+
+    def record(self, address: str) -> SubscriptionRecord:
+        """Re-read one record by id or key address (NotFoundError when gone)."""
+        t = self.schema.subscription
+        return self._record(
+            self.client.get_row(t.entity_set, address, select=self._record_select())
+        )
+
+    # ---- writes -----------------------------------------------------------------------------
+
+    def assign(
+        self, record: SubscriptionRecord, contract_id: str, bindings: SubscriptionBindings
+    ) -> str | None:
+        """Bind the contract only if the record is unchanged since read (ConflictError: 412).
+        Returns the record's new ETag when Dataverse sends one."""
+        op = self.assign_operation(record, contract_id, bindings)
+        assert record.etag is not None and op.body is not None
+        return self.client.update(
+            self.schema.subscription.entity_set, record.id, dict(op.body), etag=record.etag
+        )
+
+    def assign_operation(
+        self, record: SubscriptionRecord, contract_id: str, bindings: SubscriptionBindings
+    ) -> BatchOperation:
+        """`assign` as one operation of a `$batch` (PATCH with If-Match)."""
+        if not record.etag:
+            raise InvalidResponseError(
+                "dataverse", 200, "no-etag", f"record {record.id} was read without an ETag"
+            )
+        body: dict[str, Any] = {
+            f"{bindings.billing_contract_nav}@odata.bind": (
+                f"/{self.schema.billing_contract.entity_set}({odata_guid(contract_id)})"
+            )
+        }
+        return self.client.update_operation(
+            self.schema.subscription.entity_set, record.id, body, etag=record.etag
+        )
+
+    def create_address(self, sub: PcSubscription, bindings: SubscriptionBindings) -> str:
+        t = self.schema.subscription
+        if bindings.alternate_key:
+            return f"{t.provider_subscription_id}={odata_string(sub.id.lower())}"
+        return deterministic_record_id(sub.id)
+
+    def create(
+        self,
+        sub: PcSubscription,
+        account_id: str | None,
+        contract_id: str | None,
+        bindings: SubscriptionBindings,
+    ) -> str:
+        """Create-only (If-None-Match: *) at a deterministic address; ConflictError when the
+        record exists already. Returns the new record id."""
+        t = self.schema.subscription
+        address = self.create_address(sub, bindings)
+        body = self._create_body(sub, account_id, contract_id, bindings)
+        entity_id = self.client.create_only(t.entity_set, address, body)
+        return self.created_record_id(address, entity_id, bindings)
+
+    def create_operation(
+        self,
+        sub: PcSubscription,
+        account_id: str | None,
+        contract_id: str | None,
+        bindings: SubscriptionBindings,
+    ) -> BatchOperation:
+        """`create` as one operation of a `$batch` (PATCH with If-None-Match: *)."""
+        return self.client.create_only_operation(
+            self.schema.subscription.entity_set,
+            self.create_address(sub, bindings),
+            self._create_body(sub, account_id, contract_id, bindings),
+        )
+
+    def _create_body(
+        self,
+        sub: PcSubscription,
+        account_id: str | None,
+        contract_id: str | None,
+        bindings: SubscriptionBindings,
+    ) -> dict[str, Any]:
+        t = self.schema.subscription
+        body: dict[str, Any] = {
+            t.provider_subscription_id: sub.id.lower(),
+            t.name: sub.display_name[:100],
+        }
+        if account_id:
+            body[f"{bindings.account_nav}@odata.bind"] = (
+                f"/{self.schema.account.entity_set}({odata_guid(account_id)})"
+            )
+        if contract_id:
+            body[f"{bindings.billing_contract_nav}@odata.bind"] = (
+                f"/{self.schema.billing_contract.entity_set}({odata_guid(contract_id)})"
+            )
+        return body
+
+    def created_record_id(
+        self, address: str, entity_id: str | None, bindings: SubscriptionBindings
+    ) -> str:
+        """The id of a record created at `address`: the address itself, or (alternate key) the
+        id in the answer's OData-EntityId."""
+        if not bindings.alternate_key:
+            return address
+        match = _ENTITY_ID.search(entity_id or "")
+        if match is None:
+            raise InvalidResponseError(
+                "dataverse", 204, "no-entity-id", "create answered without an OData-EntityId"
+            )
+        return match.group(1).lower()
+
+
+def _latest_enabling(details: list[dict[str, Any]], column: str) -> tuple[datetime | None, int]:
+    """The latest dated change of `column` to true, and how many such changes had no date."""
+    latest: datetime | None = None
+    undated = 0
+    for detail in details:
+        new = detail.get("NewValue")
+        if not isinstance(new, dict) or new.get(column) is not True:
+            continue
+        record = detail.get("AuditRecord")
+        when = (
+            parse_timestamp(str(record.get("createdon") or ""))
+            if isinstance(record, dict)
+            else None
+        )
+        if when is None:
+            undated += 1
+        elif latest is None or when > latest:
+            latest = when
+    return latest, undated
+
+
+def _chunks(values: Sequence[str], size: int) -> list[list[str]]:
+    return [list(values[i : i + size]) for i in range(0, len(values), size)]
+
+
+def _guid_or_none(value: object) -> str | None:
+    try:
+        return maybe_id(value)
+    except ValueError:
+        return None
+
+
+def _required_id(row: dict[str, Any], column: str, table: str) -> str:
+    try:
+        value = maybe_id(row.get(column))
+    except ValueError:
+        value = None
+    if value is None:
+        raise InvalidResponseError("dataverse", 200, "invalid-row", f"{table} row without {column}")
+    return value

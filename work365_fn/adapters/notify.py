@@ -1,0 +1,262 @@
+"""A digest after each timer run that left anything unassigned or failed, POSTed to
+WORK365_NOTIFY_URL: a Teams Workflows webhook (an Adaptive Card: counts, the unassigned
+subscriptions with their reasons, a link to the report) or a Power Automate HTTP trigger (the
+summary JSON), by WORK365_NOTIFY_FORMAT.
+
+Retried on 429 (honouring Retry-After), 5xx and dropped connections; never fails the run (a
+warning is logged); never logs the URL (it carries the trigger's signature).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import requests
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_random_exponential,
+)
+
+from work365_fn.adapters.transport import build_session, parse_retry_after
+from work365_fn.rules.association import UNASSIGNED, Reason
+from work365_fn.rules.summary import RunSummary
+from work365_fn.settings import Settings
+
+log = logging.getLogger(__name__)
+
+MAX_LISTED = 15  # subscriptions listed in the card; the rest are "and N more"
+MAX_ATTEMPTS = 4
+MAX_WAIT_SECONDS = 60.0
+TIMEOUT = (10.0, 30.0)
+CARD_CONTENT_TYPE = "application/vnd.microsoft.card.adaptive"
+LISTED = frozenset(r.value for r in UNASSIGNED | {Reason.ERROR})
+
+
+class _Retryable(Exception):
+    def __init__(self, what: str, retry_after: float | None = None) -> None:
+        super().__init__(what)
+        self.retry_after = retry_after
+
+
+def worth_sending(summary: dict[str, Any]) -> bool:
+    """Anything left unassigned or failed (a failed or partial run included)."""
+    counts = summary.get("counts", {})
+    return bool(
+        counts.get("unassigned") or counts.get("failed") or summary.get("status") != "succeeded"
+    )
+
+
+def teams_card(summary: dict[str, Any], report_url: str | None = None) -> dict[str, Any]:
+    """The message a Teams Workflows "When a Teams webhook request is received" flow posts."""
+    counts = summary["counts"]
+    rows = [s for s in summary.get("subscriptions", []) if s["reason"] in LISTED]
+    title = (
+        f"Work 365: {counts['unassigned']} subscription(s) left unassigned, "
+        f"{counts['failed']} failed"
+    )
+    body: list[dict[str, Any]] = [
+        {"type": "TextBlock", "text": title, "weight": "Bolder", "size": "Medium", "wrap": True},
+        {
+            "type": "TextBlock",
+            "text": f"Run {summary['runId']}: status {summary['status']}, "
+            f"finished {summary.get('finishedAt')}",
+            "isSubtle": True,
+            "wrap": True,
+        },
+        {
+            "type": "FactSet",
+            "facts": [{"title": k, "value": str(v)} for k, v in counts.items()],
+        },
+    ]
+    if rows:
+        body.append(
+            {
+                "type": "FactSet",
+                "facts": [
+                    {
+                        "title": s["reason"],
+                        "value": f"{s['subscriptionId']} (customer {s['customerId']})",
+                    }
+                    for s in rows[:MAX_LISTED]
+                ],
+            }
+        )
+        if len(rows) > MAX_LISTED:
+            body.append(
+                {"type": "TextBlock", "text": f"and {len(rows) - MAX_LISTED} more", "wrap": True}
+            )
+    errors = summary.get("errors", [])
+    if errors:
+        body.append(
+            {
+                "type": "TextBlock",
+                "text": f"{len(errors)} error(s); first: {errors[0].get('service')} "
+                f"{errors[0].get('status')} {str(errors[0].get('message', ''))[:200]}",
+                "wrap": True,
+                "color": "Attention",
+            }
+        )
+    card: dict[str, Any] = {
+        "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+        "type": "AdaptiveCard",
+        "version": "1.4",
+        "body": body,
+    }
+    if report_url:
+        card["actions"] = [
+            {"type": "Action.OpenUrl", "title": "Open the report", "url": report_url}
+        ]
+    return {
+        "type": "message",
+        "attachments": [{"contentType": CARD_CONTENT_TYPE, "contentUrl": None, "content": card}],
+    }
+
+
+class Notifier:
+    def __init__(
+        self,
+        url: str,
+        fmt: str,
+        *,
+        report_url: str | None = None,
+        session: requests.Session | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        verify: str | bool = True,
+        max_attempts: int = MAX_ATTEMPTS,
+    ) -> None:
+        self._url = url
+        self.format = fmt
+        self.report_url = report_url
+        self._session = session or build_session(pool_size=2)
+        self._sleep = sleep
+        self._verify = verify
+        self._max_attempts = max_attempts
+
+    def __repr__(self) -> str:  # never the URL
+        return f"Notifier(format={self.format!r})"
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        session: requests.Session | None = None,
+        sleep: Callable[[float], None] | None = None,
+    ) -> Notifier | None:
+        if not settings.notify_url:
+            return None
+        return cls(
+            settings.notify_url,
+            settings.notify_format,
+            report_url=settings.report_url,
+            session=session,
+            sleep=sleep or time.sleep,
+            verify=settings.ca_bundle or True,
+        )
+
+    def payload(self, summary: dict[str, Any]) -> dict[str, Any]:
+        return teams_card(summary, self.report_url) if self.format == "teams" else summary
+
+    def send(self, summary: RunSummary) -> bool:
+        """POST the digest when the run left something unassigned or failed. True when sent;
+        never raises."""
+        return self.send_json(summary.to_json())
+
+    def send_json(self, data: dict[str, Any]) -> bool:
+        """`send` for a summary in its JSON form (a fanned-out run's aggregate, fanout.py)."""
+        run_id = data.get("runId")
+        if not worth_sending(data):
+            return False
+        body = self.payload(data)
+        retrying = Retrying(
+            retry=retry_if_exception_type(_Retryable),
+            wait=_wait,
+            stop=stop_after_attempt(self._max_attempts),
+            sleep=self._sleep,
+            reraise=True,
+        )
+        try:
+            retrying(self._post, body)
+        except _Retryable as exc:
+            log.warning(
+                "[run %s] notification not delivered after %d attempts (%s)",
+                run_id,
+                self._max_attempts,
+                exc,
+            )
+            return False
+        except _Refused as exc:
+            log.warning("[run %s] notification refused (%s)", run_id, exc)
+            return False
+        except Exception as exc:  # never fail the run for a notification
+            log.warning("[run %s] notification failed (%s)", run_id, type(exc).__name__)
+            return False
+        log.info("[run %s] notification sent (%s)", run_id, self.format)
+        return True
+
+    def _post(self, body: dict[str, Any]) -> None:
+        try:
+            response = self._session.post(
+                self._url, json=body, timeout=TIMEOUT, verify=self._verify, allow_redirects=False
+            )
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            # The exception text names the URL: only its type is kept.
+            raise _Retryable(type(exc).__name__) from None
+        status = response.status_code
+        if status == 429 or status >= 500:
+            raise _Retryable(
+                f"HTTP {status}", parse_retry_after(response.headers.get("Retry-After"))
+            )
+        if not 200 <= status < 300:
+            raise _Refused(f"HTTP {status}")
+
+
+class _Refused(Exception):
+    """A 4xx other than 429: retrying cannot help (a revoked or wrong URL)."""
+
+
+_fallback = wait_random_exponential(multiplier=1, max=MAX_WAIT_SECONDS)
+
+
+def _wait(state: RetryCallState) -> float:
+    exc = state.outcome.exception() if state.outcome else None
+    if isinstance(exc, _Retryable) and exc.retry_after is not None:
+        return min(exc.retry_after, MAX_WAIT_SECONDS)
+    return float(_fallback(state))
+
+
+def notify_run(
+    summary: RunSummary,
+    settings: Settings,
+    *,
+    session: requests.Session | None = None,
+    sleep: Callable[[float], None] | None = None,
+) -> bool:
+    """After a timer run: send the digest if a URL is configured. Never raises."""
+    try:
+        notifier = Notifier.from_settings(settings, session=session, sleep=sleep)
+    except Exception as exc:  # pragma: no cover - building it does no I/O
+        log.warning("notification not set up (%s)", type(exc).__name__)
+        return False
+    return notifier.send(summary) if notifier is not None else False
+
+
+def notify_summary(
+    summary: dict[str, Any],
+    settings: Settings,
+    *,
+    sleep: Callable[[float], None] | None = None,
+) -> bool:
+    """`notify_run` for a summary in its JSON form (after a fanned-out run). Never raises."""
+    try:
+        notifier = Notifier.from_settings(settings, sleep=sleep)
+    except Exception as exc:  # pragma: no cover - building it does no I/O
+        log.warning("notification not set up (%s)", type(exc).__name__)
+        return False
+    return notifier.send_json(summary) if notifier is not None else False

@@ -1,0 +1,227 @@
+"""Wiring: Settings -> session, token providers, clients, repository. Built lazily, once per
+worker (Functions) or once per command (CLI). Constructing it does no network I/O."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import requests
+
+from work365_fn.adapters.auth import MsalApp, MsalTokenProvider, TokenProvider
+from work365_fn.adapters.dataverse import REQUEST_ID_HEADER, DataverseClient
+from work365_fn.adapters.dataverse import parse_error as dataverse_error
+from work365_fn.adapters.dataverse_metadata import (
+    Check,
+    SubscriptionBindings,
+    check_schema,
+    subscription_bindings,
+)
+from work365_fn.adapters.dataverse_repository import Repository
+from work365_fn.adapters.partner_center import PartnerCenterClient
+from work365_fn.adapters.partner_center import parse_error as partner_center_error
+from work365_fn.adapters.schema import Schema
+from work365_fn.adapters.storage import AppStorage, FileRunStore, JobQueue, Lease, RunStore
+from work365_fn.adapters.transport import RateLimiter, RetryPolicy, Transport, build_session
+from work365_fn.errors import MissingSettingError
+from work365_fn.logs import install as install_logging
+from work365_fn.operations.fanout import refuse_while_fanned_out
+from work365_fn.operations.sync import SyncDeps, SyncRequest, run_sync
+from work365_fn.rules.summary import RunSummary
+from work365_fn.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Services:
+    settings: Settings
+    schema: Schema
+    dataverse: DataverseClient
+    partner_center_transport: Transport
+    sleep: Callable[[float], None] | None = None
+    monotonic: Callable[[], float] = time.monotonic  # run deadlines and rate limits
+
+    def __post_init__(self) -> None:
+        self._bindings: SubscriptionBindings | None = None
+        self._lock = threading.Lock()
+        self._storage: AppStorage | None = None
+
+    @classmethod
+    def build(
+        cls,
+        settings: Settings,
+        *,
+        session: requests.Session | None = None,
+        sleep: Callable[[float], None] | None = None,
+        dataverse_tokens: TokenProvider | None = None,
+        partner_center_tokens: TokenProvider | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> Services:
+        install_logging()  # run ids on every line, secrets on none (idempotent)
+        schema = Schema.load(settings.schema_file)
+        session = session or build_session(pool_size=max(16, settings.concurrency * 2))
+        verify: str | bool = settings.ca_bundle or True
+        timeout = (settings.connect_timeout, settings.read_timeout)
+        if dataverse_tokens is None or partner_center_tokens is None:
+            dv_app = MsalApp(
+                settings.dataverse_credential, settings.authority_host, session, timeout=timeout
+            )
+            pc_app = (
+                dv_app
+                if settings.partner_center_credential == settings.dataverse_credential
+                else MsalApp(
+                    settings.partner_center_credential,
+                    settings.authority_host,
+                    session,
+                    timeout=timeout,
+                )
+            )
+            if settings.ca_bundle:
+                # MSAL sends through our session; requests lets REQUESTS_CA_BUNDLE override
+                # Session.verify, so the CA must not come from the environment here.
+                session.verify = settings.ca_bundle
+                session.trust_env = False
+            dataverse_tokens = dataverse_tokens or MsalTokenProvider(
+                dv_app, settings.dataverse_scope, "dataverse"
+            )
+            partner_center_tokens = partner_center_tokens or MsalTokenProvider(
+                pc_app, settings.partner_center_scope, "partnerCenter"
+            )
+        retry = RetryPolicy(settings.max_attempts, settings.max_retry_seconds, sleep)
+        # One limiter per service, shared by every thread of this worker (DESIGN.md section 3);
+        # scaled-out instances split the budget (WORK365_MAX_INSTANCES, README "Scaling out").
+        dv_limiter = RateLimiter(
+            "dataverse",
+            settings.instance_share(settings.dataverse_max_requests_per_5min),
+            300.0,
+            clock=monotonic,
+            sleep=sleep,
+        )
+        pc_limiter = RateLimiter(
+            "partnerCenter",
+            settings.instance_share(settings.pc_max_requests_per_minute),
+            60.0,
+            clock=monotonic,
+            sleep=sleep,
+        )
+        dv_transport = Transport(
+            "dataverse",
+            session,
+            dataverse_tokens,
+            retry,
+            dataverse_error,
+            timeout=timeout,
+            verify=verify,
+            request_id_header=REQUEST_ID_HEADER,
+            limiter=dv_limiter,
+        )
+        pc_transport = Transport(
+            "partnerCenter",
+            session,
+            partner_center_tokens,
+            retry,
+            partner_center_error,
+            timeout=timeout,
+            verify=verify,
+            request_id_header="MS-RequestId",
+            limiter=pc_limiter,
+        )
+        client = DataverseClient(
+            settings.dataverse_url, dv_transport, page_size=settings.dataverse_page_size
+        )
+        return cls(settings, schema, client, pc_transport, sleep, monotonic)
+
+    def repository(self) -> Repository:
+        return Repository(self.dataverse, self.schema)
+
+    def partner_center(self, correlation_id: str) -> PartnerCenterClient:
+        return PartnerCenterClient(
+            self.settings.partner_center_url,
+            self.partner_center_transport,
+            correlation_id,
+            page_size=self.settings.customer_page_size,
+        )
+
+    def bindings(self) -> SubscriptionBindings:
+        with self._lock:
+            if self._bindings is None:
+                self._bindings = subscription_bindings(self.dataverse, self.schema)
+            return self._bindings
+
+    def sync(self, request: SyncRequest, run_id: str | None = None) -> RunSummary:
+        deps = SyncDeps(
+            repository=self.repository(),
+            partner_center=self.partner_center,
+            bindings=self.bindings,
+            create_missing=self.settings.create_missing,
+            associate_since=self.settings.associate_since,
+            concurrency=self.settings.concurrency,
+            monotonic=self.monotonic,
+            batch_size=self.settings.batch_size,
+            sleep=self.sleep or time.sleep,
+            max_attempts=self.settings.max_attempts,
+            run_store=self.run_store(),
+            overlap_hours=self.settings.incremental_overlap_hours,
+            full_every_hours=self.settings.full_sync_every_hours,
+        )
+        if request.customer_ids or request.dry_run:
+            return run_sync(deps, request, run_id)  # scoped or read-only: no lease
+        run_id = run_id or str(uuid.uuid4())
+        with self.full_sync_lease(run_id):  # raises LeaseTakenError when another run holds it
+            return run_sync(deps, request, run_id)
+
+    def app_storage(self) -> AppStorage | None:
+        """The app's storage account (WORK365_STORAGE or AzureWebJobsStorage), None without one."""
+        with self._lock:
+            if self._storage is None and self.settings.storage_connection:
+                self._storage = AppStorage(
+                    self.settings.storage_connection,
+                    container=self.settings.runs_container,
+                    queue=self.settings.jobs_queue,
+                    setting=self.settings.storage_setting,
+                )
+            return self._storage
+
+    def job_queue(self) -> JobQueue:
+        storage = self.app_storage()
+        if storage is None:
+            raise MissingSettingError(
+                "WORK365_STORAGE",
+                "a storage connection string (or AzureWebJobsStorage) for asynchronous runs",
+            )
+        return storage.jobs()
+
+    @contextlib.contextmanager
+    def full_sync_lease(self, run_id: str) -> Iterator[Lease | None]:
+        """The lease one whole-tenant sync holds at a time; none without app storage. While a
+        fanned-out run's batches are in flight it counts as held by that run (fanout.py)."""
+        storage = self.app_storage()
+        if storage is None:
+            log.info(
+                "[run %s] no app storage configured: running without the full-sync lease; "
+                "conditional writes keep concurrent runs safe",
+                run_id,
+                extra={"run_id": run_id},
+            )
+            yield None
+            return
+        with storage.lease(run_id) as lease:
+            refuse_while_fanned_out(storage.run_store(), run_id)  # raises LeaseTakenError
+            yield lease
+
+    def run_store(self) -> RunStore:
+        """Where run documents live: the app's storage account when there is one, else a local
+        folder (WORK365_STATE_DIR)."""
+        storage = self.app_storage()
+        if storage is not None:
+            return storage.run_store()
+        return FileRunStore(self.settings.state_dir)
+
+    def check_schema(self) -> list[Check]:
+        return check_schema(self.dataverse, self.schema)

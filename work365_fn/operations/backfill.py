@@ -1,0 +1,651 @@
+"""Backfill: the Work 365 "manual cleanup", made safe.
+
+Assigns existing subscriptions (reason `existing-subscription`: created before the cutoff, no
+contract) to their Account's single default contract, deciding each one with the association
+rules as if it were new (`decide_for_record` over a world without a cutoff). Only records that
+would then be `default-contract` are written, never one that carries billing references.
+
+- Dry run unless `apply`; the plan is computed (and printed by the CLI) before any write.
+- Every write is a PATCH with `If-Match` (the ETag read); a 412 re-reads the record and leaves it
+  alone if it was assigned or changed in a way that matters (else it retries once).
+- Every write is journaled in the run store (`<run id>/backfill-journal`) before and after it,
+  so a crash leaves a truthful journal. `undo` clears exactly the lookups a run set, and only
+  where the record is unchanged since (its ETag is the one journaled after our write).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from work365_fn.adapters.dataverse_metadata import SubscriptionBindings
+from work365_fn.adapters.dataverse_repository import Repository
+from work365_fn.adapters.storage import RunStore
+from work365_fn.composition import Services
+from work365_fn.errors import (
+    ApiError,
+    AuthError,
+    ConflictError,
+    NotFoundError,
+    Work365Error,
+    error_json,
+)
+from work365_fn.operations.reader import read_tenant
+from work365_fn.operations.sync import RunLog
+from work365_fn.rules.association import Reason, World, decide_for_record, plan
+from work365_fn.rules.fixes import billing_references_fix
+from work365_fn.rules.model import AssociationSetting, PcSubscription, SubscriptionRecord, norm_id
+from work365_fn.settings import format_timestamp
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+JOURNAL = "backfill-journal"
+JOURNAL_PAGE = 100  # entries per journal document
+BILLING_REFERENCES = "billing-references"  # the skip reason of records carrying references
+
+
+class JournalNotFoundError(Work365Error):
+    """`undo` named a run that has no backfill journal in the run store."""
+
+
+@dataclass(frozen=True)
+class BackfillRequest:
+    apply: bool = False
+    customer_ids: tuple[str, ...] = ()
+    undo: str | None = None  # the run id of a backfill to undo
+    budget_seconds: float | None = None  # no new write after this long (HTTP runs)
+
+    def __post_init__(self) -> None:
+        if self.undo is not None:
+            norm_id(self.undo)  # ValueError: run ids are GUIDs
+
+
+@dataclass
+class Item:
+    """One subscription of the plan, and what became of it."""
+
+    customer_id: str
+    subscription_id: str
+    record: SubscriptionRecord
+    contract_id: str | None  # the contract it would get (or got)
+    account_id: str | None
+    reason: str  # default-contract, billing-references, or the rule that stops it
+    message: str = ""
+    result: str = "skipped"  # planned | assigned | changed | failed | skipped | deadline
+
+    @property
+    def eligible(self) -> bool:
+        return self.reason == Reason.DEFAULT_CONTRACT.value
+
+    def to_json(self, *, action: str) -> dict[str, Any]:
+        return {
+            "customerId": self.customer_id,
+            "subscriptionId": self.subscription_id,
+            "recordId": self.record.id.lower(),
+            "recordName": self.record.name,
+            "accountId": self.account_id,
+            "billingContractId": self.contract_id,
+            "action": action,
+            "reason": self.reason,
+            "result": self.result,
+            "message": self.message,
+        }
+
+
+@dataclass
+class BackfillPlan:
+    run_id: str
+    request: BackfillRequest
+    setting: AssociationSetting
+    world: World  # the cutoff-free world the items were decided in
+    subscriptions: dict[str, PcSubscription]
+    items: list[Item]
+    candidates: int
+    started_at: datetime
+    errors: list[dict[str, object]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    skipped_customers: list[dict[str, str]] = field(default_factory=list)
+
+
+# ---- plan ----------------------------------------------------------------------------------
+
+
+def plan_backfill(
+    services: Services,
+    request: BackfillRequest,
+    run_id: str,
+    *,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    deadline: float | None = None,
+    monotonic: Callable[[], float] = time.monotonic,
+) -> BackfillPlan:
+    """Read in bulk (with the billing reference columns) and plan. No write. Customers not read
+    by `deadline` (monotonic seconds) are listed as skipped."""
+    started = clock()
+    snapshot = read_tenant(
+        services,
+        run_id,
+        customer_ids=request.customer_ids,
+        references=True,
+        deadline=deadline,
+        monotonic=monotonic,
+    )
+    world = snapshot.world()
+    existing = [d for d in plan(world) if d.reason is Reason.EXISTING_SUBSCRIPTION]
+    # The same rules, with the cutoff out of the way: these are decided as if they were new.
+    as_new = replace(world, setting=replace(snapshot.setting, since=None, since_source=None))
+    items = []
+    for d in existing:
+        assert d.record is not None  # existing-subscription always has its record
+        item = _item(as_new, d.subscription, d.record, snapshot.references.get(d.record.id))
+        items.append(item)
+    items.sort(key=lambda i: (i.customer_id, i.subscription_id))
+    for item in items:
+        item.result = "planned" if item.eligible else "skipped"
+    return BackfillPlan(
+        run_id=run_id,
+        request=request,
+        setting=snapshot.setting,
+        world=as_new,
+        subscriptions={s.id.lower(): s for s in snapshot.subscriptions},
+        items=items,
+        candidates=len(existing),
+        started_at=started,
+        errors=list(snapshot.errors),
+        warnings=list(snapshot.warnings),
+        skipped_customers=list(snapshot.skipped_customers),
+    )
+
+
+def _item(
+    world: World,
+    sub: PcSubscription,
+    record: SubscriptionRecord,
+    references: Mapping[str, str] | None,
+) -> Item:
+    decision = decide_for_record(world, sub, record)
+    item = Item(
+        customer_id=sub.customer_id.lower(),
+        subscription_id=sub.id.lower(),
+        record=record,
+        contract_id=decision.contract_id,
+        account_id=decision.account_id,
+        reason=decision.reason.value,
+        message=decision.message,
+    )
+    if references:
+        item.reason = BILLING_REFERENCES
+        item.contract_id = None
+        item.message = (
+            f"carries billing references ({', '.join(sorted(references))}): "
+            + billing_references_fix()
+        )
+    elif decision.reason is not Reason.DEFAULT_CONTRACT:
+        item.contract_id = None
+    return item
+
+
+# ---- apply ---------------------------------------------------------------------------------
+
+
+class Journal:
+    """The run's journal: `backfill-journal` (the header and the first JOURNAL_PAGE entries),
+    then `backfill-journal-0001`, ... with the next pages. Each change puts only the page it is
+    on, so a run of n writes costs O(n) bytes of journal, not O(n^2)."""
+
+    def __init__(self, store: RunStore, run_id: str, clock: Callable[[], datetime]) -> None:
+        self.store = store
+        self.run_id = run_id
+        self.clock = clock
+        self.header: dict[str, Any] = {
+            "schemaVersion": SCHEMA_VERSION,
+            "runId": run_id,
+            "kind": "backfill-journal",
+            "status": "running",
+            "startedAt": self.now(),
+            "updatedAt": self.now(),
+        }
+        self.pages: list[list[dict[str, Any]]] = [[]]
+        self._page_of: dict[int, int] = {}  # id(entry) -> its page
+
+    @classmethod
+    def open(cls, store: RunStore, run_id: str, clock: Callable[[], datetime]) -> Journal:
+        """The run's journal, continued when it exists (a job retried after a failure keeps the
+        entries of its first attempt, so an undo still sees every write of the run)."""
+        journal = cls(store, run_id, clock)
+        journal.load()
+        return journal
+
+    def load(self) -> bool:
+        """Read every page; False when the run has no journal."""
+        head = self.store.get(self.run_id, JOURNAL)
+        if head is None:
+            return False
+        self.header = {k: v for k, v in head.items() if k not in ("entries", "page")}
+        self.pages = [list(head.get("entries", []))]
+        for name in self.store.names(self.run_id, f"{JOURNAL}-"):
+            page = self.store.get(self.run_id, name)
+            self.pages.append(list(page.get("entries", [])) if page else [])
+        self._page_of = {id(e): i for i, page in enumerate(self.pages) for e in page}
+        return True
+
+    @property
+    def entries(self) -> list[dict[str, Any]]:
+        return [e for page in self.pages for e in page]
+
+    def to_json(self) -> dict[str, Any]:
+        """The whole journal as one document (header and every entry)."""
+        return {**self.header, "entries": self.entries}
+
+    def now(self) -> str:
+        return format_timestamp(self.clock())
+
+    def save(self, page: int = 0) -> None:
+        self.header["updatedAt"] = self.now()
+        name = JOURNAL if page == 0 else f"{JOURNAL}-{page:04d}"
+        document = (
+            {**self.header, "page": 0, "entries": self.pages[0]}
+            if page == 0
+            else {"runId": self.run_id, "kind": "backfill-journal", "page": page}
+            | {"entries": self.pages[page]}
+        )
+        self.store.put(self.run_id, name, document)
+
+    def set_status(self, status: str) -> None:
+        self.header["status"] = status
+        self.save(0)
+
+    def add(self, entry: dict[str, Any]) -> dict[str, Any]:
+        entry["at"] = self.now()
+        if len(self.pages[-1]) >= JOURNAL_PAGE:
+            self.pages.append([])
+        self.pages[-1].append(entry)
+        self._page_of[id(entry)] = len(self.pages) - 1
+        self.save(len(self.pages) - 1)
+        return entry
+
+    def update(self, entry: dict[str, Any], **changes: Any) -> None:
+        entry.update(changes)
+        entry["at"] = self.now()
+        self.save(self._page_of[id(entry)])
+
+
+def apply_backfill(
+    services: Services,
+    bf: BackfillPlan,
+    *,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    deadline: float | None = None,
+    monotonic: Callable[[], float] = time.monotonic,
+) -> None:
+    """Write the eligible items, each conditionally and journaled before and after; none is
+    started after `deadline` (monotonic seconds)."""
+    rlog = RunLog(log, {"run_id": bf.run_id})
+    eligible = [i for i in bf.items if i.eligible]
+    if not eligible:
+        rlog.info("backfill: nothing to write")
+        return
+    repo = services.repository()
+    bindings = services.bindings()
+    journal = Journal.open(services.run_store(), bf.run_id, clock)
+    journal.set_status("running")
+    columns = services.schema.subscription.billing_references
+    for item in eligible:
+        if deadline is not None and monotonic() >= deadline:
+            item.result = "deadline"
+            item.message = "not written: the run's time budget ran out; run backfill again"
+            continue
+        _write(repo, bf, item, journal, bindings, columns, rlog)
+    journal.set_status("finished")
+
+
+def _write(
+    repo: Repository,
+    bf: BackfillPlan,
+    item: Item,
+    journal: Journal,
+    bindings: SubscriptionBindings,
+    columns: Sequence[str],
+    rlog: RunLog,
+) -> None:
+    record = item.record
+    for attempt in range(2):
+        assert item.contract_id is not None and record.etag is not None
+        entry = journal.add(
+            {
+                "recordId": record.id.lower(),
+                "subscriptionId": item.subscription_id,
+                "customerId": item.customer_id,
+                "contractId": item.contract_id,
+                "navigation": bindings.billing_contract_nav,
+                "etagBefore": record.etag,
+                "etagAfter": None,
+                "state": "pending",
+            }
+        )
+        try:
+            etag = repo.assign(record, item.contract_id, bindings)
+        except ConflictError:
+            journal.update(entry, state="conflict")
+            rlog.info("record %s changed since read (412): re-reading", record.id)
+            if attempt == 1:
+                item.result, item.message = "changed", "the record kept changing; left alone"
+                return
+            changed = _reread(repo, bf, item, columns)
+            if changed is None:
+                return
+            record = changed
+            continue
+        except ApiError as exc:
+            journal.update(entry, state="failed", error=str(exc))
+            item.result, item.message = "failed", str(exc)
+            bf.errors.append(error_json(exc, item.customer_id))
+            rlog.error("record %s: write failed: %s", record.id, exc)
+            return
+        if not etag:
+            # Dataverse may answer 204 without an ETag: read it (the lookup must be ours).
+            after, _ = repo.record_row(record.id)
+            if (after.billing_contract_id or "").lower() == item.contract_id:
+                etag = after.etag
+        journal.update(entry, state="assigned", etagAfter=etag)
+        item.record = record
+        item.result = "assigned"
+        rlog.info("record %s assigned to contract %s", record.id, item.contract_id)
+        return
+
+
+def _reread(
+    repo: Repository, bf: BackfillPlan, item: Item, columns: Sequence[str]
+) -> SubscriptionRecord | None:
+    """After a 412: the record to try again with, or None (the item says why it is left)."""
+    try:
+        record, values = repo.record_row(item.record.id, columns)
+    except NotFoundError:
+        item.result, item.message = "changed", "the record was deleted since it was read"
+        return None
+    refs = {c: str(v) for c, v in values.items() if v not in (None, "")}
+    sub = bf.subscriptions.get(item.subscription_id)
+    if record.billing_contract_id:
+        item.result = "changed"
+        item.message = (
+            f"assigned by someone else since it was read (contract "
+            f"{record.billing_contract_id.lower()}): left as it is"
+        )
+        return None
+    fresh = _item(bf.world, sub, record, refs) if sub is not None else None
+    if fresh is None or not fresh.eligible or fresh.contract_id != item.contract_id:
+        item.result = "changed"
+        item.reason = fresh.reason if fresh else item.reason
+        item.message = "changed since it was read: " + (
+            fresh.message or fresh.reason if fresh else "left alone"
+        )
+        return None
+    return record
+
+
+# ---- undo ----------------------------------------------------------------------------------
+
+
+def undo_backfill(
+    services: Services,
+    request: BackfillRequest,
+    run_id: str,
+    *,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> dict[str, Any]:
+    """Clear the lookups the journaled run set, where the record is unchanged since."""
+    assert request.undo is not None
+    target = request.undo.lower()
+    rlog = RunLog(log, {"run_id": run_id})
+    store = services.run_store()
+    journal = Journal(store, target, clock)
+    if not journal.load():
+        raise JournalNotFoundError(
+            f"no backfill journal for run {target}: check the run id (it is printed by "
+            "`backfill --apply`) and that the same run store is used (WORK365_STATE_DIR or the "
+            "app's storage account)"
+        )
+    started = clock()
+    repo = services.repository()
+    entity_set = services.schema.subscription.entity_set
+    items: list[dict[str, Any]] = []
+    errors: list[dict[str, object]] = []
+    customer_scope = set(request.customer_ids)
+    for entry in journal.entries:  # each entry records its undo, page by page
+        if entry.get("state") not in ("assigned", "pending"):
+            continue
+        if customer_scope and entry.get("customerId") not in customer_scope:
+            continue
+        item = _undo_one(repo, entity_set, entry, journal, request.apply, run_id, errors, rlog)
+        items.append(item)
+    counts = {
+        "entries": len(items),
+        "eligible": sum(i["action"] == "clear" for i in items),
+        "cleared": sum(i["result"] == "cleared" for i in items),
+        "changed": sum(i["result"] == "changed" for i in items),
+        "skipped": sum(i["result"] == "skipped" for i in items),
+        "failed": sum(i["result"] == "failed" for i in items),
+    }
+    return {
+        "schemaVersion": SCHEMA_VERSION,
+        "runId": run_id,
+        "kind": "undo",
+        "undoOf": target,
+        "apply": request.apply,
+        "status": "partial" if errors else "succeeded",
+        "startedAt": format_timestamp(started),
+        "finishedAt": format_timestamp(clock()),
+        "setting": None,
+        "counts": counts,
+        "items": items,
+        "skippedCustomers": [],
+        "errors": errors,
+        "warnings": [],
+    }
+
+
+def _undo_one(
+    repo: Repository,
+    entity_set: str,
+    entry: dict[str, Any],
+    journal: Journal,
+    apply: bool,
+    run_id: str,
+    errors: list[dict[str, object]],
+    rlog: RunLog,
+) -> dict[str, Any]:
+    record_id = str(entry["recordId"])
+    contract = str(entry["contractId"])
+    item: dict[str, Any] = {
+        "customerId": entry.get("customerId"),
+        "subscriptionId": entry.get("subscriptionId"),
+        "recordId": record_id,
+        "recordName": "",
+        "accountId": None,
+        "billingContractId": contract,
+        "action": "none",
+        "reason": "undo",
+        "result": "skipped",
+        "message": "",
+    }
+    try:
+        record, _ = repo.record_row(record_id)
+    except NotFoundError:
+        item["message"] = "the record no longer exists"
+        return item
+    item["recordName"] = record.name
+    item["accountId"] = (record.account_id or "").lower() or None
+    current = (record.billing_contract_id or "").lower()
+    undo_state = (entry.get("undo") or {}).get("state")
+    if entry.get("state") == "pending":
+        # The run stopped between its write and the journal's update: the write may or may not
+        # have happened, and no ETag proves the record unchanged since. Never guess.
+        item["message"] = (
+            "the backfill stopped mid-write: nothing to clear (the lookup is empty)"
+            if not current
+            else f"the backfill stopped mid-write: the record is on contract {current}, but "
+            "nothing proves it unchanged since; check it by hand"
+        )
+        return item
+    if not current:
+        item["result"] = "cleared" if undo_state == "pending" else "skipped"
+        item["message"] = "the lookup is already empty"
+        if apply and undo_state == "pending":
+            journal.update(entry, undo={"runId": run_id, "state": "cleared", "at": journal.now()})
+        return item
+    if current != contract or record.etag != entry.get("etagAfter"):
+        item["result"] = "changed"
+        item["message"] = (
+            f"changed since the backfill (now on contract {current}): left alone"
+            if current != contract
+            else "modified since the backfill (its ETag changed): left alone"
+        )
+        return item
+    item["action"] = "clear"
+    if not apply:
+        item["result"] = "planned"
+        return item
+    assert record.etag is not None
+    journal.update(entry, undo={"runId": run_id, "state": "pending", "at": journal.now()})
+    try:
+        repo.client.clear_lookup(entity_set, record_id, str(entry["navigation"]), etag=record.etag)
+    except ConflictError:
+        journal.update(entry, undo={"runId": run_id, "state": "changed", "at": journal.now()})
+        item["result"], item["message"] = "changed", "modified meanwhile (412): left alone"
+        return item
+    except ApiError as exc:
+        journal.update(entry, undo={"runId": run_id, "state": "failed", "at": journal.now()})
+        item["result"], item["message"] = "failed", str(exc)
+        errors.append(error_json(exc, item["customerId"]))
+        return item
+    journal.update(entry, state="undone", undo={"runId": run_id, "state": "cleared"})
+    rlog.info("record %s: contract %s cleared (undo of %s)", record_id, contract, journal.run_id)
+    item["result"] = "cleared"
+    return item
+
+
+# ---- the whole run -------------------------------------------------------------------------
+
+
+def load_journal(store: RunStore, run_id: str) -> dict[str, Any] | None:
+    """A run's whole journal as one document (None when it has none)."""
+    journal = Journal(store, run_id, lambda: datetime.now(UTC))
+    return journal.to_json() if journal.load() else None
+
+
+def result_json(bf: BackfillPlan, finished: datetime, *, applied: bool) -> dict[str, Any]:
+    items = bf.items
+    failed = sum(i.result == "failed" for i in items)
+    late = sum(i.result == "deadline" for i in items)
+    status = "partial" if bf.errors or failed or late or bf.skipped_customers else "succeeded"
+    setting = bf.setting
+    return {
+        "schemaVersion": SCHEMA_VERSION,
+        "runId": bf.run_id,
+        "kind": "backfill",
+        "undoOf": None,
+        "apply": applied,
+        "status": status,
+        "startedAt": format_timestamp(bf.started_at),
+        "finishedAt": format_timestamp(finished),
+        "setting": {
+            "associateDefaultBillingContract": setting.enabled,
+            "since": format_timestamp(setting.since) if setting.since else None,
+            "sinceSource": setting.since_source,
+        },
+        "counts": {
+            "candidates": bf.candidates,
+            "eligible": sum(i.eligible for i in items),
+            "assigned": sum(i.result == "assigned" for i in items),
+            "changed": sum(i.result == "changed" for i in items),
+            "skipped": sum(i.result in ("skipped", "deadline") for i in items),
+            "failed": failed,
+        },
+        "items": [i.to_json(action="assign" if i.eligible else "none") for i in items],
+        "skippedCustomers": list(bf.skipped_customers),
+        "errors": list(bf.errors),
+        "warnings": list(bf.warnings),
+    }
+
+
+def failed_result(
+    run_id: str, request: BackfillRequest, error: dict[str, object]
+) -> dict[str, Any]:
+    now = format_timestamp(datetime.now(UTC))
+    return {
+        "schemaVersion": SCHEMA_VERSION,
+        "runId": run_id,
+        "kind": "undo" if request.undo else "backfill",
+        "undoOf": request.undo,
+        "apply": request.apply,
+        "status": "failed",
+        "startedAt": now,
+        "finishedAt": now,
+        "setting": None,
+        "counts": {},
+        "items": [],
+        "skippedCustomers": [],
+        "errors": [error],
+        "warnings": [],
+    }
+
+
+def run_backfill(
+    services: Services,
+    request: BackfillRequest,
+    run_id: str | None = None,
+    *,
+    on_plan: Callable[[BackfillPlan], None] | None = None,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    monotonic: Callable[[], float] | None = None,
+) -> dict[str, Any]:
+    """Plan, show the plan (`on_plan`), then write when `apply`. Or undo a run. Upstream
+    failures make status `failed`; JournalNotFoundError propagates (a usage error)."""
+    run_id = run_id or str(uuid.uuid4())
+    rlog = RunLog(log, {"run_id": run_id})
+    monotonic = monotonic or services.monotonic  # the services' clock unless one is given
+    deadline = monotonic() + request.budget_seconds if request.budget_seconds else None
+    try:
+        if request.undo:
+            rlog.info("backfill undo of %s (apply: %s)", request.undo, request.apply)
+            return undo_backfill(services, request, run_id, clock=clock)
+        rlog.info("backfill started (apply: %s)", request.apply)
+        bf = plan_backfill(
+            services, request, run_id, clock=clock, deadline=deadline, monotonic=monotonic
+        )
+        rlog.info(
+            "backfill plan: %d existing unassigned, %d eligible",
+            bf.candidates,
+            sum(i.eligible for i in bf.items),
+        )
+        if on_plan is not None:
+            on_plan(bf)
+        if request.apply:
+            apply_backfill(services, bf, clock=clock, deadline=deadline, monotonic=monotonic)
+        return result_json(bf, clock(), applied=request.apply)
+    except (ApiError, AuthError) as exc:
+        rlog.error("backfill failed: %s", exc)
+        return failed_result(run_id, request, error_json(exc, None))
+
+
+def backfill_job(services: Services, payload: dict[str, Any], run_id: str) -> dict[str, Any]:
+    """The async job (jobs registry "backfill"); `payload` is the validated HTTP body. Writes
+    stop at the run deadline (WORK365_RUN_DEADLINE_SECONDS), below the host's timeout."""
+    request = replace(
+        request_from_payload(payload), budget_seconds=services.settings.run_deadline_seconds
+    )
+    return run_backfill(services, request, run_id)
+
+
+def request_from_payload(payload: Mapping[str, Any]) -> BackfillRequest:
+    return BackfillRequest(
+        apply=bool(payload.get("apply", False)),
+        customer_ids=tuple(str(c).lower() for c in payload.get("customerIds") or ()),
+        undo=str(payload["undo"]).lower() if payload.get("undo") else None,
+    )

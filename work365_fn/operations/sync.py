@@ -1,0 +1,373 @@
+"""Orchestration: read in bulk -> plan -> write conditionally -> RunSummary."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from work365_fn.adapters.dataverse_metadata import SubscriptionBindings
+from work365_fn.adapters.dataverse_repository import Repository
+from work365_fn.adapters.partner_center import PartnerCenterClient, is_no_relationship
+from work365_fn.adapters.storage import RunStore
+from work365_fn.adapters.transport import failure_fields
+from work365_fn.errors import ApiError, AuthError, Work365Error, error_json
+from work365_fn.logs import run_context, submit_in_context
+from work365_fn.operations.incremental import (
+    Mode,
+    ModeChoice,
+    Watermark,
+    audit_windows,
+    changed_customers,
+    choose_mode,
+    load_watermark,
+    parse_mode,
+    save_watermark,
+)
+from work365_fn.operations.writer import MAX_WRITE_ATTEMPTS, BatchWriter
+from work365_fn.rules.association import Action, Reason, World, plan
+from work365_fn.rules.model import Customer, PcSubscription, norm_id
+from work365_fn.rules.summary import RunSummary
+
+log = logging.getLogger(__name__)
+
+WRITE_GRACE_MAX_SECONDS = 60.0  # see _write_deadline
+
+__all__ = ["MAX_WRITE_ATTEMPTS", "SyncDeps", "SyncRequest", "run_sync", "scoped_ids"]
+
+
+@dataclass(frozen=True)
+class SyncRequest:
+    dry_run: bool = False
+    customer_ids: tuple[str, ...] = ()
+    budget_seconds: float | None = None  # stop taking new customers (and writes) after this long
+    # "full" | "incremental" | "auto" (incremental.Mode). Scoped runs (customer_ids) are full
+    # runs over those customers and never read or move the watermark.
+    mode: str = "full"
+
+
+class RunLog(logging.LoggerAdapter[logging.Logger]):
+    """Prefixes every line with the run id (the correlation id sent to Partner Center)."""
+
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        extra = self.extra or {}
+        kwargs.setdefault("extra", {}).update(extra)
+        return f"[run {extra.get('run_id')}] {msg}", kwargs
+
+
+@dataclass(frozen=True)
+class SyncDeps:
+    repository: Repository
+    partner_center: Callable[[str], PartnerCenterClient]  # correlation id -> client
+    bindings: Callable[[], SubscriptionBindings]  # cached per worker by the caller
+    create_missing: bool
+    associate_since: datetime | None
+    concurrency: int = 8
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    monotonic: Callable[[], float] = time.monotonic
+    batch_size: int = 100  # writes per $batch (WORK365_BATCH_SIZE)
+    sleep: Callable[[float], None] = time.sleep  # Retry-After waits between write batches
+    max_attempts: int = 5  # whole-batch 429s in a row before the writes give up
+    run_store: RunStore | None = None  # where the watermark lives; None: no incremental runs
+    overlap_hours: float = 6.0
+    full_every_hours: float = 24.0
+
+
+def run_sync(deps: SyncDeps, request: SyncRequest, run_id: str | None = None) -> RunSummary:
+    run_id = run_id or str(uuid.uuid4())
+    # Every line logged during the run (clients and worker threads included) carries its id.
+    with run_context(run_id):
+        return _run_sync(deps, request, run_id)
+
+
+def _run_sync(deps: SyncDeps, request: SyncRequest, run_id: str) -> RunSummary:
+    rlog = RunLog(log, {"run_id": run_id})
+    started = deps.monotonic()
+    deadline = started + request.budget_seconds if request.budget_seconds else None
+    summary = RunSummary(run_id=run_id, started_at=deps.clock(), dry_run=request.dry_run)
+    rlog.info(
+        "sync started (dry run: %s, customers: %s, create mode: %s)",
+        request.dry_run,
+        ",".join(request.customer_ids) or "all",
+        deps.create_missing,
+    )
+    try:
+        _run(deps, request, summary, rlog, deadline)
+    except (ApiError, AuthError) as exc:
+        summary.fatal = True
+        summary.errors.append(error_json(exc, None))
+        rlog.error("sync failed: %s", exc, extra=failure_fields(exc))
+    summary.finished_at = deps.clock()
+    rlog.info(
+        "sync %s in %.1f s: %s",
+        summary.status,
+        deps.monotonic() - started,
+        summary.counts(),
+    )
+    return summary
+
+
+def _write_deadline(intake_deadline: float | None, budget: float | None) -> float | None:
+    """New write batches may start until a grace after the run stops taking customers: what a
+    run read gets written (a run that reads until its deadline still makes progress instead of
+    leaving every write to a next run that would stop the same way), and the last batch still
+    ends before the host's limit (timer: 480 s + 60 s of a 600 s functionTimeout; HTTP: 90 s +
+    11 s)."""
+    if intake_deadline is None or budget is None:
+        return None
+    return intake_deadline + min(WRITE_GRACE_MAX_SECONDS, budget / 8)
+
+
+def _run(
+    deps: SyncDeps,
+    request: SyncRequest,
+    summary: RunSummary,
+    rlog: RunLog,
+    deadline: float | None,
+) -> None:
+    repo = deps.repository
+    setting, warnings = repo.read_setting(deps.associate_since)
+    summary.setting = setting
+    summary.warnings.extend(warnings)
+    rlog.info(
+        "setting: associate default billing contract = %s, cutoff %s (%s)",
+        setting.enabled,
+        setting.since.isoformat() if setting.since else None,
+        setting.since_source,
+    )
+    tracked = not request.customer_ids and not request.dry_run and deps.run_store is not None
+    state, choice = _choose_mode(deps, request, summary, rlog)
+    summary.mode = choice.mode.value
+    scope: list[str] | None = list(request.customer_ids) if request.customer_ids else None
+    if choice.mode is Mode.INCREMENTAL:
+        assert state is not None and choice.since is not None
+        scope = _changed_customers(deps, summary, rlog, state, choice.since)
+
+    if scope is None:  # every customer: bulk reads, a constant number of paged queries
+        provider_accounts = repo.provider_accounts()
+        contracts = repo.default_contracts()
+        records = repo.subscription_records()
+        subscriptions = _collect_subscriptions(deps, summary, rlog, deadline, None)
+    else:  # some customers: only their rows
+        subscriptions = _collect_subscriptions(deps, summary, rlog, deadline, scope)
+        provider_accounts = repo.provider_accounts_of_customers(scope) if subscriptions else []
+        accounts = [pa.account_id for pa in provider_accounts if pa.account_id]
+        contracts = repo.default_contracts_of_accounts(accounts) if subscriptions else []
+        records = repo.records_for_subscriptions([s.id for s in subscriptions])
+    rlog.info(
+        "dataverse: %d provider accounts, %d default contracts, %d subscription records",
+        len(provider_accounts),
+        len(contracts),
+        len(records),
+    )
+    world = World(
+        setting=setting,
+        subscriptions=subscriptions,
+        records=records,
+        provider_accounts=provider_accounts,
+        contracts=contracts,
+        create_missing=deps.create_missing,
+    )
+    decisions = plan(world)
+    writes = [d for d in decisions if d.action is not Action.NONE]
+    if request.dry_run or not writes:
+        summary.decisions = decisions
+        rlog.info("%d writes planned%s", len(writes), " (dry run: none made)" if writes else "")
+    else:
+        writer = BatchWriter(
+            repo,
+            world,
+            deps.bindings(),
+            summary,
+            rlog,
+            batch_size=deps.batch_size,
+            deadline=_write_deadline(deadline, request.budget_seconds),
+            monotonic=deps.monotonic,
+            sleep=deps.sleep,
+            max_throttled=deps.max_attempts,
+        )
+        rlog.info("writing %d subscriptions in batches of %d", len(writes), writer.batch_size)
+        summary.decisions = writer.write(decisions)
+    if tracked:
+        _advance_watermark(deps, summary, rlog, state, choice)
+
+
+def _choose_mode(
+    deps: SyncDeps, request: SyncRequest, summary: RunSummary, rlog: RunLog
+) -> tuple[Watermark | None, ModeChoice]:
+    requested = parse_mode(request.mode)
+    if request.customer_ids or requested is Mode.FULL or deps.run_store is None:
+        why = "scoped run" if request.customer_ids else "full run requested"
+        return None, ModeChoice(Mode.FULL, why)
+    try:
+        state = load_watermark(deps.run_store)
+    except Work365Error as exc:
+        summary.warnings.append(f"could not read the watermark ({exc}): this run is a full one")
+        state = None
+    choice = choose_mode(
+        requested,
+        state,
+        summary.started_at,
+        overlap_hours=deps.overlap_hours,
+        full_every_hours=deps.full_every_hours,
+    )
+    rlog.info("mode %s (asked %s): %s", choice.mode.value, requested.value, choice.why)
+    return state, choice
+
+
+def _changed_customers(
+    deps: SyncDeps, summary: RunSummary, rlog: RunLog, state: Watermark, since: datetime
+) -> list[str]:
+    """The customers an incremental run lists (incremental.py says which and why)."""
+    pc = deps.partner_center(summary.run_id)
+    audited: set[str] = set()
+    for start, end in audit_windows(since, summary.started_at):
+        audited |= changed_customers(pc.audit_records(start, end))
+    fresh = deps.repository.unassigned_records_since(since)
+    accounts = sorted({r.account_id for r in fresh if r.account_id})
+    mapped = {
+        pa.customer_id
+        for pa in (deps.repository.provider_accounts_of_accounts(accounts) if accounts else [])
+        if pa.customer_id
+    }
+    orphans = sum(1 for r in fresh if not r.account_id)
+    if orphans:
+        summary.warnings.append(
+            f"{orphans} unassigned subscription records created since {since.isoformat()} "
+            "have no Account, so their customer is unknown to an incremental run: the next "
+            "full run takes them"
+        )
+    pending = {c.lower() for c in state.pending_customers}
+    customers = sorted(audited | mapped | pending)
+    rlog.info(
+        "incremental: %d customers (%d in the activity log, %d with new unassigned records, "
+        "%d left over from the last run)",
+        len(customers),
+        len(audited),
+        len(mapped),
+        len(pending),
+    )
+    return customers
+
+
+def _advance_watermark(
+    deps: SyncDeps,
+    summary: RunSummary,
+    rlog: RunLog,
+    state: Watermark | None,
+    choice: ModeChoice,
+) -> None:
+    """The next run starts where this one started. Customers this run could not finish are
+    kept in `pendingCustomers` for the next incremental run."""
+    assert deps.run_store is not None
+    pending: set[str] = {str(s["customerId"]) for s in summary.skipped_customers}
+    for error in summary.errors:
+        customer = error.get("customerId")
+        # not again and again: a customer without a reseller relationship, or gone (404)
+        lost = error.get("status") == 404 or (
+            error.get("status") == 403 and str(error.get("code")) == "20002"
+        )
+        if customer and not lost:
+            pending.add(str(customer))
+    pending |= {d.subscription.customer_id for d in summary.decisions if d.reason is Reason.ERROR}
+    full = choice.mode is Mode.FULL
+    last_full = summary.started_at if full else (state.last_full_at if state else None)
+    mark = Watermark(summary.started_at, summary.started_at, last_full, tuple(sorted(pending)))
+    try:
+        save_watermark(deps.run_store, mark)
+    except Work365Error as exc:
+        summary.warnings.append(f"could not save the watermark ({exc}): the next run is a full one")
+        rlog.error("could not save the watermark: %s", exc)
+        return
+    rlog.info(
+        "watermark moved to %s (%d customers pending)", mark.to_json()["watermark"], len(pending)
+    )
+
+
+def _collect_subscriptions(
+    deps: SyncDeps,
+    summary: RunSummary,
+    rlog: RunLog,
+    deadline: float | None,
+    customer_ids: Sequence[str] | None,
+) -> list[PcSubscription]:
+    """Subscriptions of `customer_ids`, or of every customer (one paged listing) when None."""
+    pc = deps.partner_center(summary.run_id)
+    if customer_ids is not None:
+        customers = [Customer(id=norm_id(c)) for c in customer_ids]
+    else:
+        customers = list(pc.iter_customers())
+    summary.customers = len(customers)
+    rlog.info("partner center: %d customers", len(customers))
+    out, errors, skipped = fetch_subscriptions(
+        pc, customers, deps.concurrency, deadline, deps.monotonic, rlog
+    )
+    summary.errors.extend(errors)
+    summary.skipped_customers.extend(skipped)
+    return out
+
+
+def fetch_subscriptions(
+    pc: PartnerCenterClient,
+    customers: Sequence[Customer],
+    concurrency: int,
+    deadline: float | None,
+    monotonic: Callable[[], float],
+    rlog: RunLog,
+) -> tuple[list[PcSubscription], list[dict[str, object]], list[dict[str, str]]]:
+    """Each customer's subscriptions, `concurrency` calls at a time: (subscriptions, `errors`
+    items of customers that failed, `skippedCustomers` items of those not started before
+    `deadline`). One failing customer never stops the others."""
+
+    def fetch(customer: Customer) -> tuple[Customer, list[PcSubscription] | None, Exception | None]:
+        if deadline is not None and monotonic() >= deadline:
+            return customer, None, None
+        try:
+            return customer, pc.subscriptions(customer.id), None
+        except (ApiError, AuthError) as exc:
+            return customer, None, exc
+
+    out: list[PcSubscription] = []
+    errors: list[dict[str, object]] = []
+    skipped: list[dict[str, str]] = []
+    with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+        # Each task runs in a copy of this context, so its log lines carry the run's ids.
+        futures = [submit_in_context(pool, fetch, customer) for customer in customers]
+        for future in futures:
+            customer, subs, exc = future.result()
+            if exc is not None:
+                assert isinstance(exc, Work365Error)
+                errors.append(error_json(exc, customer.id))
+                if isinstance(exc, ApiError) and is_no_relationship(exc):
+                    rlog.warning(
+                        "customer %s: no reseller relationship (403 20002), skipped", customer.id
+                    )
+                else:
+                    rlog.error(
+                        "customer %s: subscriptions failed: %s",
+                        customer.id,
+                        exc,
+                        extra=failure_fields(exc),
+                    )
+            elif subs is None:
+                skipped.append({"customerId": customer.id, "why": "deadline"})
+            else:
+                out.extend(subs)
+    if skipped:
+        rlog.warning(
+            "run budget reached: %d customers skipped, the next run takes them", len(skipped)
+        )
+    return out, errors, skipped
+
+
+def scoped_ids(values: Sequence[str]) -> tuple[str, ...]:
+    """Customer ids validated as GUIDs, lower-cased, de-duplicated in order (ValueError)."""
+    seen: dict[str, None] = {}
+    for value in values:
+        seen[norm_id(value)] = None
+    return tuple(seen)

@@ -1,0 +1,299 @@
+"""The sync's writes: planned decisions carried out in Dataverse `$batch` requests.
+
+Each write stays conditional (`If-Match` for an assignment, `If-None-Match: *` for a create) and
+is its own operation in the batch, so one 412 neither stops nor rolls back the others. Per
+operation:
+
+- 2xx: done;
+- 412: the record changed (or exists) since the read: re-read it, decide again, and if it still
+  needs a write, send it once more in a later batch; a second 412 makes it an `error`;
+- 429: sent again in a later batch after the Retry-After (not counted as an attempt);
+- anything else: an `error` decision with the service's message and an `errors` entry.
+
+A whole-batch 429 is retried after its Retry-After; when its code says the execution-time limit
+was hit (0x80072321) the batch size halves for the rest of the run (never below 1). Before each
+batch the run's deadline is checked: past it, the remaining writes become `error` decisions and
+the next run completes them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+
+from work365_fn.adapters.dataverse_metadata import SubscriptionBindings
+from work365_fn.adapters.dataverse_repository import Repository
+from work365_fn.adapters.odata_batch import BatchOperation, BatchResult
+from work365_fn.errors import ApiError, NotFoundError, ThrottledError
+from work365_fn.rules.association import Action, Decision, Reason, World, decide_for_record
+from work365_fn.rules.model import SubscriptionRecord
+from work365_fn.rules.summary import RunSummary
+
+log = logging.getLogger(__name__)
+
+MAX_WRITE_ATTEMPTS = 2  # a write that meets a 412 is re-read, re-decided and tried once more
+EXECUTION_TIME_LIMIT = "0x80072321"  # Dataverse: combined execution time over the limit
+DEADLINE_MESSAGE = "run deadline reached before this write; the next run completes it"
+KEPT_CHANGING = "the record kept changing while we wrote; the next run retries it"
+
+
+@dataclass
+class _Write:
+    index: int  # position in the run's decision list
+    decision: Decision
+    conflicts: int = 0
+    throttled: int = 0  # per-operation 429s
+    address: str | None = None  # create: where the record is created
+
+
+class BatchWriter:
+    """Carries out the write decisions of one run. Not thread-safe; one per run."""
+
+    def __init__(
+        self,
+        repo: Repository,
+        world: World,
+        bindings: SubscriptionBindings,
+        summary: RunSummary,
+        rlog: logging.LoggerAdapter[logging.Logger],
+        *,
+        batch_size: int,
+        deadline: float | None,
+        monotonic: Callable[[], float],
+        sleep: Callable[[float], None],
+        max_throttled: int = 5,
+    ) -> None:
+        self._repo = repo
+        self._world = world
+        self._bindings = bindings
+        self._summary = summary
+        self._log = rlog
+        self.batch_size = max(1, min(batch_size, 1000))
+        self._deadline = deadline
+        self._monotonic = monotonic
+        self._sleep = sleep
+        self._max_throttled = max(1, max_throttled)
+        self.batches = 0  # $batch requests answered (for logs and the benchmark)
+
+    def write(self, decisions: Sequence[Decision]) -> list[Decision]:
+        """The decisions after writing: writes that failed become `error`, created records
+        carry their id, re-decided ones carry their new reason. Order is kept."""
+        final = list(decisions)
+        queue: deque[_Write] = deque(
+            _Write(i, d) for i, d in enumerate(decisions) if d.action is not Action.NONE
+        )
+        throttled = 0  # whole-batch 429s in a row
+        while queue:
+            if self._deadline is not None and self._monotonic() >= self._deadline:
+                self._log.warning(
+                    "run deadline reached: %d writes left for the next run", len(queue)
+                )
+                self._summary.warnings.append(
+                    f"run deadline reached: {len(queue)} writes were not made; the next run "
+                    "completes them"
+                )
+                for item in queue:
+                    final[item.index] = _failed(item.decision, DEADLINE_MESSAGE)
+                break
+            chunk = [queue.popleft() for _ in range(min(self.batch_size, len(queue)))]
+            sent, operations = self._operations(chunk, final)
+            if not sent:
+                continue
+            try:
+                results = self._repo.client.batch(operations)
+            except ThrottledError as exc:
+                throttled += 1
+                if throttled > self._max_throttled:
+                    self._log.error("dataverse kept throttling the writes: %s", exc)
+                    for item in [*sent, *queue]:
+                        self._fail(final, item, exc)
+                    break
+                queue.extendleft(reversed(sent))
+                if exc.code == EXECUTION_TIME_LIMIT:
+                    self._shrink()
+                wait = exc.retry_after if exc.retry_after is not None else min(2.0**throttled, 30)
+                self._log.warning(
+                    "dataverse throttled a batch of %d writes (%s); retrying in %.1f s",
+                    len(sent),
+                    exc.code,
+                    wait,
+                )
+                self._sleep(wait)
+                continue
+            except ApiError as exc:
+                self._log.error("a batch of %d writes failed: %s", len(sent), exc)
+                for item in sent:
+                    self._fail(final, item, exc)
+                continue
+            throttled = 0
+            self.batches += 1
+            wait = self._results(sent, results, final, queue)
+            if wait:
+                self._sleep(wait)
+        return final
+
+    def _operations(
+        self, chunk: list[_Write], final: list[Decision]
+    ) -> tuple[list[_Write], list[BatchOperation]]:
+        sent: list[_Write] = []
+        operations: list[BatchOperation] = []
+        for item in chunk:
+            d = item.decision
+            try:
+                if d.action is Action.ASSIGN:
+                    assert d.record is not None and d.contract_id is not None
+                    op = self._repo.assign_operation(d.record, d.contract_id, self._bindings)
+                else:
+                    contract = d.contract_id if d.reason is Reason.DEFAULT_CONTRACT else None
+                    item.address = self._repo.create_address(d.subscription, self._bindings)
+                    op = self._repo.create_operation(
+                        d.subscription, d.account_id, contract, self._bindings
+                    )
+            except ApiError as exc:  # e.g. a record read without an ETag
+                self._fail(final, item, exc)
+                continue
+            sent.append(item)
+            operations.append(op)
+        return sent, operations
+
+    def _results(
+        self,
+        sent: list[_Write],
+        results: list[BatchResult],
+        final: list[Decision],
+        queue: deque[_Write],
+    ) -> float:
+        """Apply one batch's answers; returns how long to wait before the next batch."""
+        later: list[_Write] = []
+        wait = 0.0
+        done = conflicts = 0
+        for position, item in enumerate(sent):
+            if position >= len(results):  # the batch stopped before this one: send it again
+                later.append(item)
+                continue
+            result = results[position]
+            if result.ok:
+                final[item.index] = self._done(item, result)
+                done += 1
+            elif result.status == 412:
+                conflicts += 1
+                retry = self._conflict(item, final)
+                if retry:
+                    later.append(item)
+            elif result.status == 429 and item.throttled < self._max_throttled:
+                item.throttled += 1
+                later.append(item)
+                code, _ = result.error()
+                if code == EXECUTION_TIME_LIMIT:
+                    self._shrink()
+                wait = max(wait, result.retry_after if result.retry_after is not None else 1.0)
+            else:
+                code, message = result.error()
+                error = ApiError("dataverse", result.status, code, message)
+                self._fail(final, item, error)
+        self._log.info(
+            "batch %d: %d writes sent, %d done, %d changed since read, %d to send again",
+            self.batches,
+            len(sent),
+            done,
+            conflicts,
+            len(later),
+        )
+        queue.extend(later)
+        return wait
+
+    def _done(self, item: _Write, result: BatchResult) -> Decision:
+        d = item.decision
+        sub = d.subscription
+        if d.action is Action.ASSIGN:
+            assert d.record is not None
+            self._log.debug(
+                "subscription %s: record %s assigned to contract %s",
+                sub.id,
+                d.record.id,
+                d.contract_id,
+            )
+            return d
+        assert item.address is not None
+        try:
+            record_id = self._repo.created_record_id(item.address, result.entity_id, self._bindings)
+        except ApiError as exc:
+            self._summary.errors.append(exc.to_json(sub.customer_id))
+            return _failed(d, str(exc))
+        self._summary.created += 1
+        self._log.debug("subscription %s: record %s created", sub.id, record_id)
+        return replace(d, record=_stub(d, record_id))
+
+    def _conflict(self, item: _Write, final: list[Decision]) -> bool:
+        """A 412: re-read and decide again. True when the write should be sent again."""
+        item.conflicts += 1
+        d = item.decision
+        self._log.info("subscription %s: changed since read (412); re-reading", d.subscription.id)
+        try:
+            again = self._redecide(d)
+        except ApiError as exc:
+            self._fail(final, item, exc)
+            return False
+        if again.action is Action.NONE:
+            final[item.index] = again
+            return False
+        if item.conflicts >= MAX_WRITE_ATTEMPTS:
+            final[item.index] = _failed(again, KEPT_CHANGING)
+            return False
+        item.decision = again
+        final[item.index] = again
+        return True
+
+    def _redecide(self, decision: Decision) -> Decision:
+        sub = decision.subscription
+        address = (
+            decision.record.id
+            if decision.record is not None
+            else self._repo.create_address(sub, self._bindings)
+        )
+        try:
+            record: SubscriptionRecord | None = self._repo.record(address)
+        except NotFoundError:
+            record = None
+        return decide_for_record(self._world, sub, record)
+
+    def _shrink(self) -> None:
+        smaller = max(1, self.batch_size // 2)
+        if smaller < self.batch_size:
+            self._log.warning(
+                "dataverse execution-time limit hit (%s): batch size %d -> %d for the rest of "
+                "the run",
+                EXECUTION_TIME_LIMIT,
+                self.batch_size,
+                smaller,
+            )
+            self.batch_size = smaller
+
+    def _fail(self, final: list[Decision], item: _Write, exc: ApiError) -> None:
+        sub = item.decision.subscription
+        self._summary.errors.append(exc.to_json(sub.customer_id))
+        self._log.error("subscription %s: write failed: %s", sub.id, exc)
+        final[item.index] = _failed(item.decision, str(exc))
+
+
+def _stub(decision: Decision, record_id: str) -> SubscriptionRecord:
+    return SubscriptionRecord(
+        id=record_id,
+        provider_subscription_id=decision.subscription.id,
+        account_id=decision.account_id,
+        billing_contract_id=decision.contract_id,
+        created_on=None,
+    )
+
+
+def _failed(decision: Decision, message: str) -> Decision:
+    return Decision(
+        decision.subscription,
+        decision.record,
+        Reason.ERROR,
+        Action.NONE,
+        account_id=decision.account_id,
+        message=message,
+    )
