@@ -6,7 +6,7 @@ import itertools
 import uuid
 from datetime import UTC, datetime
 
-from work365_fn.rules.association import Decision, World
+from work365_fn.rules import Decision, World
 from work365_fn.rules.model import (
     AssociationSetting,
     BillingContract,

@@ -6,11 +6,12 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from urllib.parse import urlsplit
 
 from work365_fn.errors import InvalidSettingError, MissingSettingError
 from work365_fn.rules.model import is_guid
+from work365_fn.rules.timestamps import parse_timestamp
 
 PUBLIC_AUTHORITY_HOST = "https://login.microsoftonline.com"
 PUBLIC_PARTNER_CENTER_URL = "https://api.partnercenter.microsoft.com"
@@ -344,21 +345,3 @@ class _Reader:
                 key, f"3-{longest} lower-case letters, digits and single hyphens, like {default}"
             )
         return value
-
-
-def parse_timestamp(value: str) -> datetime | None:
-    """ISO-8601 to an aware UTC datetime; a naive value is taken as UTC. None if unreadable."""
-    text = value.strip()
-    if text.endswith(("Z", "z")):
-        text = text[:-1] + "+00:00"
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
-
-
-def format_timestamp(value: datetime) -> str:
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -15,7 +15,7 @@ from work365_fn.adapters.dataverse_metadata import SubscriptionBindings
 from work365_fn.adapters.dataverse_repository import Repository
 from work365_fn.adapters.schema import Schema
 from work365_fn.operations.writer import DEADLINE_MESSAGE, BatchWriter
-from work365_fn.rules.association import Action, Decision, Reason, World, plan
+from work365_fn.rules import Action, Decision, Reason, World, plan
 from work365_fn.rules.summary import RunSummary
 
 from .clients import dv_client, policy

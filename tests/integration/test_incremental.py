@@ -11,8 +11,8 @@ from work365_fn.composition import Services
 from work365_fn.operations.incremental import STATE_RUN_ID, WATERMARK_DOCUMENT
 from work365_fn.operations.sync import SyncRequest
 from work365_fn.rules.summary import RunSummary
+from work365_fn.rules.timestamps import format_timestamp
 from work365_fn.sandbox import Sandbox
-from work365_fn.settings import format_timestamp
 
 NOW = datetime.now(UTC)
 

@@ -25,7 +25,7 @@ from tests.builders import (
     a_world,
     only,
 )
-from work365_fn.rules.association import Action, Reason, plan
+from work365_fn.rules import Action, Reason, plan
 
 
 def test_new_mapped_subscription_gets_the_single_default() -> None:

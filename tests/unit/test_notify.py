@@ -15,7 +15,7 @@ from responses import matchers
 
 from work365_fn.adapters.notify import MAX_ATTEMPTS, MAX_LISTED, Notifier, notify_run, teams_card
 from work365_fn.errors import InvalidSettingError
-from work365_fn.rules.association import Action, Decision, Reason
+from work365_fn.rules import Action, Decision, Reason
 from work365_fn.rules.model import AssociationSetting, PcSubscription
 from work365_fn.rules.summary import RunSummary
 from work365_fn.settings import Settings

@@ -23,7 +23,7 @@ from work365_fn.rules.model import (
     maybe_id,
     norm_id,
 )
-from work365_fn.settings import format_timestamp, parse_timestamp
+from work365_fn.rules.timestamps import format_timestamp, parse_timestamp
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ from tenacity import (
 )
 
 from work365_fn.adapters.transport import build_session, parse_retry_after
-from work365_fn.rules.association import UNASSIGNED, Reason
+from work365_fn.rules import UNASSIGNED, Reason
 from work365_fn.rules.summary import RunSummary
 from work365_fn.settings import Settings
 

@@ -15,7 +15,7 @@ import requests
 from work365_fn.adapters.transport import Transport
 from work365_fn.errors import ApiError, InvalidResponseError
 from work365_fn.rules.model import Customer, PcSubscription, is_guid
-from work365_fn.settings import format_timestamp
+from work365_fn.rules.timestamps import format_timestamp
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TextIO
 
 from work365_fn.adapters.dataverse_repository import IN_CHUNK
-from work365_fn.settings import format_timestamp
+from work365_fn.rules.timestamps import format_timestamp
 
 PAGE = 5000  # Dataverse rows per page (the sandbox's and Dataverse's maximum)
 PC_PAGE = 500  # Partner Center customers (and activity records) per page

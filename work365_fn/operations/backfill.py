@@ -37,10 +37,10 @@ from work365_fn.errors import (
 )
 from work365_fn.operations.reader import read_tenant
 from work365_fn.operations.sync import RunLog
-from work365_fn.rules.association import Reason, World, decide_for_record, plan
+from work365_fn.rules import Reason, World, decide_for_record, plan
 from work365_fn.rules.fixes import billing_references_fix
 from work365_fn.rules.model import AssociationSetting, PcSubscription, SubscriptionRecord, norm_id
-from work365_fn.settings import format_timestamp
+from work365_fn.rules.timestamps import format_timestamp
 
 log = logging.getLogger(__name__)
 

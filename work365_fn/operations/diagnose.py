@@ -28,8 +28,7 @@ from work365_fn.adapters.partner_center import PartnerCenterClient, is_no_relati
 from work365_fn.composition import Services
 from work365_fn.errors import ApiError, AuthError, NotFoundError, error_json
 from work365_fn.operations.sync import RunLog
-from work365_fn.rules import fixes
-from work365_fn.rules.association import Decision, World, decide
+from work365_fn.rules import Decision, World, decide, fixes
 from work365_fn.rules.fixes import Namer, label
 from work365_fn.rules.model import (
     AssociationSetting,
@@ -41,7 +40,7 @@ from work365_fn.rules.model import (
     norm_id,
 )
 from work365_fn.rules.summary import decision_json
-from work365_fn.settings import format_timestamp
+from work365_fn.rules.timestamps import format_timestamp
 
 log = logging.getLogger(__name__)
 
@@ -197,7 +196,7 @@ class _Diagnosis:
                 {self.customer.id: self.customer.company_name} if self.customer else None
             ),
         )
-        self.fixes = {d.subscription.id: namer.fix(d) for d in self.decisions}
+        self.fixes = {d.subscription.id: namer.todo(d) for d in self.decisions}
         self._checks(setting, records, pas, mapped, contracts, names)
 
     def _customer_subscriptions(

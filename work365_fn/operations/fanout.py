@@ -55,10 +55,10 @@ from work365_fn.operations.jobs import (
     Batch,
     JobMessage,
 )
-from work365_fn.rules.association import UNASSIGNED, Reason
+from work365_fn.rules import UNASSIGNED, Reason
 from work365_fn.rules.model import is_guid
 from work365_fn.rules.summary import SCHEMA_VERSION, RunSummary
-from work365_fn.settings import format_timestamp, parse_timestamp
+from work365_fn.rules.timestamps import format_timestamp, parse_timestamp
 
 if TYPE_CHECKING:
     from work365_fn.composition import Services

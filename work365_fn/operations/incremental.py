@@ -27,7 +27,7 @@ from typing import Any
 
 from work365_fn.adapters.storage import RunStore
 from work365_fn.rules.model import is_guid
-from work365_fn.settings import format_timestamp, parse_timestamp
+from work365_fn.rules.timestamps import format_timestamp, parse_timestamp
 
 log = logging.getLogger(__name__)
 

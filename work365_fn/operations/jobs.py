@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 from work365_fn.adapters.storage import LeaseTakenError, RunStore
 from work365_fn.errors import ConfigError, Work365Error
 from work365_fn.rules.model import is_guid
-from work365_fn.settings import format_timestamp, parse_timestamp
+from work365_fn.rules.timestamps import format_timestamp, parse_timestamp
 
 if TYPE_CHECKING:
     from work365_fn.composition import Services

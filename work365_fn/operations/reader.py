@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from work365_fn.composition import Services
 from work365_fn.operations.sync import RunLog, fetch_subscriptions
-from work365_fn.rules.association import World
+from work365_fn.rules import World
 from work365_fn.rules.model import (
     AssociationSetting,
     BillingContract,

@@ -22,11 +22,10 @@ from work365_fn.composition import Services
 from work365_fn.errors import ApiError, AuthError, error_json
 from work365_fn.operations.reader import Snapshot, read_tenant
 from work365_fn.operations.sync import RunLog
-from work365_fn.rules import fixes
-from work365_fn.rules.association import UNASSIGNED, Reason, plan
+from work365_fn.rules import UNASSIGNED, Reason, fixes, plan
 from work365_fn.rules.fixes import Namer, label
 from work365_fn.rules.summary import decision_json
-from work365_fn.settings import format_timestamp
+from work365_fn.rules.timestamps import format_timestamp
 
 log = logging.getLogger(__name__)
 

@@ -30,7 +30,7 @@ from work365_fn.operations.incremental import (
     save_watermark,
 )
 from work365_fn.operations.writer import MAX_WRITE_ATTEMPTS, BatchWriter
-from work365_fn.rules.association import Action, Reason, World, plan
+from work365_fn.rules import Action, Reason, World, plan
 from work365_fn.rules.model import Customer, PcSubscription, norm_id
 from work365_fn.rules.summary import RunSummary
 

@@ -27,7 +27,7 @@ from work365_fn.adapters.dataverse_metadata import SubscriptionBindings
 from work365_fn.adapters.dataverse_repository import Repository
 from work365_fn.adapters.odata_batch import BatchOperation, BatchResult
 from work365_fn.errors import ApiError, NotFoundError, ThrottledError
-from work365_fn.rules.association import Action, Decision, Reason, World, decide_for_record
+from work365_fn.rules import Action, Decision, Reason, World, decide_for_record
 from work365_fn.rules.model import SubscriptionRecord
 from work365_fn.rules.summary import RunSummary
 

@@ -1,11 +1,12 @@
-"""The rules of DESIGN.md, as a pure function: one decision per Partner Center subscription.
+"""The rules of DESIGN.md, as pure functions: one decision per Partner Center subscription.
 
-No I/O, no clock, no logging: `plan(world)` depends only on what was read.
+No I/O, no clock, no logging: `plan(world)` depends only on what was read. The named steps
+(`is_existing`, `resolve_account`, `active_defaults`, `landing_contract`) are what diagnose and the
+report call to explain a decision: no other module re-codes a rule.
 """
 
 from __future__ import annotations
 
-import enum
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -18,39 +19,7 @@ from work365_fn.rules.model import (
     ProviderAccount,
     SubscriptionRecord,
 )
-
-
-class Reason(enum.StrEnum):
-    NOT_SYNCED = "not-synced"
-    ALREADY_ASSIGNED = "already-assigned"
-    EXISTING_SUBSCRIPTION = "existing-subscription"
-    SETTING_OFF = "setting-off"
-    UNMAPPED_CUSTOMER = "unmapped-customer"
-    AMBIGUOUS_PROVIDER_ACCOUNT = "ambiguous-provider-account"
-    ACCOUNT_MISMATCH = "account-mismatch"
-    NO_DEFAULT_CONTRACT = "no-default-contract"
-    MULTIPLE_DEFAULT_CONTRACTS = "multiple-default-contracts"
-    DEFAULT_CONTRACT = "default-contract"
-    ERROR = "error"
-
-
-class Action(enum.StrEnum):
-    ASSIGN = "assign"
-    CREATE = "create"
-    NONE = "none"
-
-
-UNCHANGED = frozenset({Reason.NOT_SYNCED, Reason.ALREADY_ASSIGNED, Reason.EXISTING_SUBSCRIPTION})
-UNASSIGNED = frozenset(
-    {
-        Reason.SETTING_OFF,
-        Reason.UNMAPPED_CUSTOMER,
-        Reason.AMBIGUOUS_PROVIDER_ACCOUNT,
-        Reason.ACCOUNT_MISMATCH,
-        Reason.NO_DEFAULT_CONTRACT,
-        Reason.MULTIPLE_DEFAULT_CONTRACTS,
-    }
-)
+from work365_fn.rules.reasons import Action, Reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +31,7 @@ class Decision:
     account_id: str | None = None
     contract_id: str | None = None  # the contract the subscription ends up on (or would)
     message: str = ""
+    duplicates: tuple[str, ...] = ()  # ERROR: the records that share the subscription id
 
 
 def _low(value: str | None) -> str | None:
@@ -95,19 +65,102 @@ class World:
             key = _low(r.provider_subscription_id)
             if key:
                 records[key].append(r)
-        pas: dict[str, list[ProviderAccount]] = defaultdict(list)
-        for pa in self.provider_accounts:
-            key = _low(pa.customer_id)
-            if key:
-                pas[key].append(pa)
-        defaults: dict[str, list[BillingContract]] = defaultdict(list)
-        for c in self.contracts:
-            account = _low(c.account_id)
-            if c.is_default and c.active and account:
-                defaults[account].append(c)
         object.__setattr__(self, "records_by_sub", dict(records))
-        object.__setattr__(self, "pas_by_customer", dict(pas))
-        object.__setattr__(self, "defaults_by_account", dict(defaults))
+        object.__setattr__(self, "pas_by_customer", by_customer(self.provider_accounts))
+        object.__setattr__(self, "defaults_by_account", active_defaults(self.contracts))
+
+
+# ---- the named rules ---------------------------------------------------------------------------
+
+
+def by_customer(provider_accounts: Iterable[ProviderAccount]) -> dict[str, list[ProviderAccount]]:
+    """Provider Accounts per lower-cased customer tenant id (those without one are left out)."""
+    out: dict[str, list[ProviderAccount]] = defaultdict(list)
+    for pa in provider_accounts:
+        key = _low(pa.customer_id)
+        if key:
+            out[key].append(pa)
+    return dict(out)
+
+
+def is_eligible(contract: BillingContract) -> bool:
+    """A contract a subscription may land on: active and Is Default = Yes."""
+    return contract.is_default and contract.active
+
+
+def active_defaults(contracts: Iterable[BillingContract]) -> dict[str, list[BillingContract]]:
+    """The eligible contracts per lower-cased Account id."""
+    out: dict[str, list[BillingContract]] = defaultdict(list)
+    for c in contracts:
+        account = _low(c.account_id)
+        if account and is_eligible(c):
+            out[account].append(c)
+    return dict(out)
+
+
+def is_existing(record: SubscriptionRecord, since: datetime | None) -> bool:
+    """Created before the cutoff. Without a cutoff nothing can be called new or old: the
+    setting-off rule (no setting row) then decides."""
+    if since is None or record.created_on is None:
+        return since is not None  # a record without createdon is never treated as new
+    return record.created_on < since
+
+
+@dataclass(frozen=True, slots=True)
+class AccountResolution:
+    """Rule 3: the Account a customer's Provider Accounts map it to. `problem` is None when
+    they name exactly one Account (`account_id`)."""
+
+    customer_id: str
+    provider_accounts: tuple[ProviderAccount, ...]
+    account_id: str | None
+    problem: Reason | None  # UNMAPPED_CUSTOMER or AMBIGUOUS_PROVIDER_ACCOUNT
+    message: str = ""
+
+    @property
+    def without_account(self) -> tuple[ProviderAccount, ...]:
+        return tuple(pa for pa in self.provider_accounts if not pa.account_id)
+
+    @property
+    def accounts(self) -> list[str]:
+        """Every Account the Provider Accounts name, sorted."""
+        return sorted({a for pa in self.provider_accounts if (a := _low(pa.account_id))})
+
+
+def resolve_account(
+    customer_id: str, provider_accounts: Sequence[ProviderAccount]
+) -> AccountResolution:
+    """The Provider Accounts of one customer (as `by_customer` gives them) -> its Account.
+    Several Provider Accounts agree only when all name the same Account (one without an
+    Account disagrees with one that has an Account)."""
+    customer = customer_id.lower()
+    pas = tuple(provider_accounts)
+    mapped = {_low(pa.account_id) for pa in pas}
+    if not pas or mapped == {None}:
+        why = (
+            f"no Provider Account has customer id {customer}"
+            if not pas
+            else "Provider Account " + _names(pas) + " has no Account"
+        )
+        return AccountResolution(customer, pas, None, Reason.UNMAPPED_CUSTOMER, why)
+    if len(mapped) > 1:
+        why = f"Provider Accounts {_names(pas)} map customer {customer} to different Accounts"
+        return AccountResolution(customer, pas, None, Reason.AMBIGUOUS_PROVIDER_ACCOUNT, why)
+    return AccountResolution(customer, pas, next(iter(mapped)), None)
+
+
+def landing_contract(
+    defaults: Sequence[BillingContract],
+) -> tuple[Reason, BillingContract | None, str]:
+    """Rule 4, over an Account's eligible contracts: (reason, the contract or None, message)."""
+    if not defaults:
+        return Reason.NO_DEFAULT_CONTRACT, None, ""
+    if len(defaults) > 1:
+        return Reason.MULTIPLE_DEFAULT_CONTRACTS, None, "active defaults: " + _names(defaults)
+    return Reason.DEFAULT_CONTRACT, defaults[0], ""
+
+
+# ---- the decision ------------------------------------------------------------------------------
 
 
 def plan(world: World) -> list[Decision]:
@@ -118,7 +171,7 @@ def plan(world: World) -> list[Decision]:
 def decide(world: World, sub: PcSubscription) -> Decision:
     matches = world.records_by_sub.get(sub.id.lower(), [])
     if len(matches) > 1:
-        ids = ", ".join(sorted(r.id.lower() for r in matches))
+        ids = tuple(sorted(r.id.lower() for r in matches))
         return Decision(
             sub,
             None,
@@ -126,8 +179,9 @@ def decide(world: World, sub: PcSubscription) -> Decision:
             Action.NONE,
             message=(
                 f"{len(matches)} Dataverse records carry provider subscription id "
-                f"{sub.id.lower()} ({ids}): merge or deactivate the duplicates"
+                f"{sub.id.lower()} ({', '.join(ids)}): merge or deactivate the duplicates"
             ),
+            duplicates=ids,
         )
     record = matches[0] if matches else None
     return decide_for_record(world, sub, record)
@@ -148,7 +202,7 @@ def decide_for_record(
             account_id=_low(record.account_id),
             contract_id=_low(record.billing_contract_id),
         )
-    if record is not None and _is_existing(record, world.setting.since):
+    if record is not None and is_existing(record, world.setting.since):
         return Decision(
             sub,
             record,
@@ -156,9 +210,12 @@ def decide_for_record(
             Action.NONE,
             account_id=_low(record.account_id),
         )
+    return _decide_new(world, sub, record)
 
-    # From here on the subscription is new: left alone (or created without a contract) unless
-    # every remaining rule holds.
+
+def _decide_new(world: World, sub: PcSubscription, record: SubscriptionRecord | None) -> Decision:
+    """A new subscription: left alone (or created without a contract) unless every remaining
+    rule holds."""
     idle = Action.CREATE if record is None else Action.NONE
     record_account = _low(record.account_id) if record is not None else None
 
@@ -167,25 +224,13 @@ def decide_for_record(
 
     if not world.setting.enabled:
         return leave(Reason.SETTING_OFF, record_account)
-
-    pas = world.pas_by_customer.get(sub.customer_id.lower(), [])
-    mapped = {_low(pa.account_id) for pa in pas}
-    if not pas or mapped == {None}:
-        why = (
-            f"no Provider Account has customer id {sub.customer_id.lower()}"
-            if not pas
-            else "Provider Account " + _names(pas) + " has no Account"
-        )
-        return leave(Reason.UNMAPPED_CUSTOMER, record_account, why)
-    if len(mapped) > 1:
-        return leave(
-            Reason.AMBIGUOUS_PROVIDER_ACCOUNT,
-            record_account,
-            f"Provider Accounts {_names(pas)} map customer {sub.customer_id.lower()} "
-            "to different Accounts",
-        )
-    account = next(iter(mapped))
-    assert account is not None  # mapped == {None} was handled above
+    resolution = resolve_account(
+        sub.customer_id, world.pas_by_customer.get(sub.customer_id.lower(), [])
+    )
+    if resolution.problem is not None:
+        return leave(resolution.problem, record_account, resolution.message)
+    account = resolution.account_id
+    assert account is not None  # no problem: exactly one Account
     if record_account is not None and record_account != account:
         return leave(
             Reason.ACCOUNT_MISMATCH,
@@ -193,16 +238,9 @@ def decide_for_record(
             f"the subscription record is under Account {record_account}, the Provider Account "
             f"maps to {account}",
         )
-    defaults = world.defaults_by_account.get(account, [])
-    if not defaults:
-        return leave(Reason.NO_DEFAULT_CONTRACT, account)
-    if len(defaults) > 1:
-        return leave(
-            Reason.MULTIPLE_DEFAULT_CONTRACTS,
-            account,
-            "active defaults: " + _names(defaults),
-        )
-    contract = defaults[0]
+    reason, contract, message = landing_contract(world.defaults_by_account.get(account, []))
+    if contract is None:
+        return leave(reason, account, message)
     return Decision(
         sub,
         record,
@@ -211,14 +249,6 @@ def decide_for_record(
         account_id=account,
         contract_id=contract.id.lower(),
     )
-
-
-def _is_existing(record: SubscriptionRecord, since: datetime | None) -> bool:
-    """Created before the cutoff. Without a cutoff nothing can be called new or old: the
-    setting-off rule (no setting row) then decides."""
-    if since is None or record.created_on is None:
-        return since is not None  # a record without createdon is never treated as new
-    return record.created_on < since
 
 
 def _names(items: Iterable[ProviderAccount | BillingContract]) -> str:

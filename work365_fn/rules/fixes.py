@@ -9,9 +9,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 
-from work365_fn.rules.association import Decision, Reason
+from work365_fn.rules.association import Decision
 from work365_fn.rules.model import BillingContract, ProviderAccount
-from work365_fn.settings import format_timestamp
+from work365_fn.rules.reasons import ON_A_CONTRACT, Reason
+from work365_fn.rules.timestamps import format_timestamp
 
 SETTING_NAME = "Associate Default Billing Contract"
 
@@ -112,10 +113,24 @@ def existing_fix(since: datetime | None) -> str:
     )
 
 
-def error_fix(message: str) -> str:
-    if "merge or deactivate" in message:
-        return "Merge or deactivate the duplicate subscription records, then run the sync again."
+def error_fix(duplicates: Sequence[str] = ()) -> str:
+    if duplicates:
+        return (
+            f"Merge or deactivate the duplicate subscription records ({', '.join(duplicates)}), "
+            "then run the sync again."
+        )
     return "Run the sync again; if it fails again, check the error message and the service."
+
+
+def already_assigned_fix() -> str:
+    return (
+        "Nothing to do: the record already has a Billing Contract, which this service never "
+        "changes; move it by hand if it is the wrong one."
+    )
+
+
+def assigned_fix() -> str:
+    return "Nothing to do: the subscription is on its Account's one active default contract."
 
 
 def billing_references_fix() -> str:
@@ -158,8 +173,13 @@ class Namer:
             return ""
         return label(self.account_names.get(account_id.lower(), ""), account_id)
 
+    def todo(self, decision: Decision) -> str:
+        """`fix` when there is something to do, '' for a subscription already on a contract."""
+        return "" if decision.reason in ON_A_CONTRACT else self.fix(decision)
+
     def fix(self, decision: Decision) -> str:
-        """What to do so the subscription lands on its default contract ('' when nothing)."""
+        """What to do so the subscription lands on its default contract: one sentence for every
+        reason (for the two on a contract, that there is nothing to do)."""
         reason = decision.reason
         sub = decision.subscription
         pas = self.pas_by_customer.get(sub.customer_id.lower(), [])
@@ -194,5 +214,7 @@ class Namer:
         if reason is Reason.MULTIPLE_DEFAULT_CONTRACTS:
             return multiple_defaults_fix([c for c in contracts if c.is_default and c.active])
         if reason is Reason.ERROR:
-            return error_fix(decision.message)
-        return ""
+            return error_fix(decision.duplicates)
+        if reason is Reason.ALREADY_ASSIGNED:
+            return already_assigned_fix()
+        return assigned_fix()

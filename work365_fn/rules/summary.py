@@ -6,9 +6,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from work365_fn.rules.association import UNASSIGNED, UNCHANGED, Action, Decision, Reason
+from work365_fn.rules.association import Decision
 from work365_fn.rules.model import AssociationSetting
-from work365_fn.settings import format_timestamp
+from work365_fn.rules.reasons import ON_A_CONTRACT, Action, Reason, count_groups, count_reasons
+from work365_fn.rules.timestamps import format_timestamp
 
 SCHEMA_VERSION = 1
 
@@ -38,28 +39,17 @@ class RunSummary:
         return "succeeded"
 
     def counts(self) -> dict[str, int]:
-        reasons = [d.reason for d in self.decisions]
         return {
             "customers": self.customers,
-            "subscriptions": len(reasons),
-            "assigned": sum(r is Reason.DEFAULT_CONTRACT for r in reasons),
-            "unassigned": sum(r in UNASSIGNED for r in reasons),
-            "unchanged": sum(r in UNCHANGED for r in reasons),
-            "failed": sum(r is Reason.ERROR for r in reasons),
+            **count_groups(d.reason for d in self.decisions),
             "created": self.created,
         }
 
     def by_reason(self) -> dict[str, int]:
-        out = {reason.value: 0 for reason in Reason}
-        for d in self.decisions:
-            out[d.reason.value] += 1
-        return out
+        return count_reasons(d.reason for d in self.decisions)
 
     def to_json(self) -> dict[str, Any]:
-        setting = self.setting
-        ordered = sorted(
-            self.decisions, key=lambda d: (d.subscription.customer_id, d.subscription.id)
-        )
+        ordered = sorted_decisions(self.decisions)
         return {
             "schemaVersion": SCHEMA_VERSION,
             "runId": self.run_id,
@@ -68,11 +58,7 @@ class RunSummary:
             "status": self.status,
             "startedAt": format_timestamp(self.started_at),
             "finishedAt": format_timestamp(self.finished_at or self.started_at),
-            "setting": {
-                "associateDefaultBillingContract": bool(setting and setting.enabled),
-                "since": format_timestamp(setting.since) if setting and setting.since else None,
-                "sinceSource": setting.since_source if setting else None,
-            },
+            "setting": setting_json(self.setting),
             "counts": self.counts(),
             "byReason": self.by_reason(),
             "subscriptions": [decision_json(d) for d in ordered],
@@ -95,7 +81,7 @@ def decision_json(d: Decision) -> dict[str, Any]:
         "recordId": d.record.id.lower() if d.record else None,
         "accountId": d.account_id,
         "action": d.action.value,
-        "billingContractId": d.contract_id if d.reason in _WITH_CONTRACT else None,
+        "billingContractId": d.contract_id if d.reason in ON_A_CONTRACT else None,
         "reason": d.reason.value,
     }
     if d.message:
@@ -103,6 +89,18 @@ def decision_json(d: Decision) -> dict[str, Any]:
     return out
 
 
-_WITH_CONTRACT = frozenset({Reason.DEFAULT_CONTRACT, Reason.ALREADY_ASSIGNED})
+def setting_json(setting: AssociationSetting | None) -> dict[str, Any]:
+    """The `setting` object of the run summary, the report and the diagnosis."""
+    return {
+        "associateDefaultBillingContract": bool(setting and setting.enabled),
+        "since": format_timestamp(setting.since) if setting and setting.since else None,
+        "sinceSource": setting.since_source if setting else None,
+    }
 
-__all__ = ["Action", "RunSummary", "decision_json"]
+
+def sorted_decisions(decisions: list[Decision]) -> list[Decision]:
+    """The summary's order: by customer id, then subscription id."""
+    return sorted(decisions, key=lambda d: (d.subscription.customer_id, d.subscription.id))
+
+
+__all__ = ["Action", "RunSummary", "decision_json", "setting_json", "sorted_decisions"]

@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from work365_fn.rules.model import is_guid
-from work365_fn.settings import format_timestamp, parse_timestamp
+from work365_fn.rules.timestamps import format_timestamp, parse_timestamp
 
 from .core import Request, Response, TokenIssuer
 from .scenario import Scenario

@@ -11,7 +11,7 @@ from typing import Any
 
 from work365_fn.errors import ConfigError
 from work365_fn.rules.model import is_guid
-from work365_fn.settings import parse_timestamp
+from work365_fn.rules.timestamps import parse_timestamp
 
 # Fields of a Partner Center AuditRecord a scenario may give (the emulator fills in the rest).
 AUDIT_RECORD_FIELDS = {

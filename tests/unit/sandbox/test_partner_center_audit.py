@@ -11,10 +11,10 @@ from urllib.parse import urlencode
 
 import pytest
 
+from work365_fn.rules.timestamps import format_timestamp
 from work365_fn.sandbox.core import Headers, Request, TokenIssuer
 from work365_fn.sandbox.partner_center import PC_AUDIENCE, PartnerCenterEmulator
 from work365_fn.sandbox.scenario import ScenarioError, parse_scenario
-from work365_fn.settings import format_timestamp
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 C1 = "c0000000-0000-4000-8000-000000000001"
