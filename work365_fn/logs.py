@@ -203,6 +203,16 @@ def _scrub(record: logging.LogRecord) -> None:
         record.stack_info = REDACTOR.redact(record.stack_info)
 
 
+class RunLog(logging.LoggerAdapter[logging.Logger]):
+    """Prefixes every line with the run id (the correlation id sent to Partner Center):
+    `RunLog(log, {"run_id": run_id})`."""
+
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        extra = self.extra or {}
+        kwargs.setdefault("extra", {}).update(extra)
+        return f"[run {extra.get('run_id')}] {msg}", kwargs
+
+
 # ---- the summary record -----------------------------------------------------------------------
 
 

@@ -259,14 +259,21 @@ class Repository:
     ) -> list[SubscriptionRecord]:
         """Records whose provider subscription id is one of `subscription_ids`, read with
         `Microsoft.Dynamics.CRM.In` in chunks of IN_CHUNK ids."""
+        return [record for record, _ in self.rows_for_subscriptions(subscription_ids)]
+
+    def rows_for_subscriptions(
+        self, subscription_ids: Sequence[str], columns: Sequence[str] = ()
+    ) -> list[tuple[SubscriptionRecord, dict[str, Any]]]:
+        """`records_for_subscriptions`, each with the raw values of the extra `columns`."""
         t = self.schema.subscription
-        out: list[SubscriptionRecord] = []
+        select = self._record_select() + [c for c in columns if c not in self._record_select()]
+        out: list[tuple[SubscriptionRecord, dict[str, Any]]] = []
         for chunk in _chunks(sorted({s.lower() for s in subscription_ids}), IN_CHUNK):
             out.extend(
-                self._record(row)
+                (self._record(row), {c: row.get(c) for c in columns})
                 for row in self.client.iter_rows(
                     t.entity_set,
-                    select=self._record_select(),
+                    select=select,
                     filter=odata_in(t.provider_subscription_id, chunk),
                 )
             )

@@ -1,16 +1,26 @@
-"""One bulk, read-only pass over the tenant: the sync's Dataverse reads plus the Partner Center
-listing, kept whole (customers with their names, every Is Default contract, Account names) for
-the report and backfill. No per-subscription queries."""
+"""The one read of a tenant, for sync, report, backfill and every fan-out batch.
+
+A whole-tenant read is a constant number of paged queries (Dataverse first, then the Partner
+Center listing); a scoped read (some customers: scoped or incremental runs, fan-out batches)
+reads those customers' subscriptions first, then only their Dataverse rows. Dataverse failures
+raise (nothing can be decided without it); a customer whose subscriptions cannot be read goes to
+`errors` and the read goes on; after the deadline no new customer is read (`skippedCustomers`).
+"""
 
 from __future__ import annotations
 
 import logging
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
 
-from work365_fn.composition import Services
-from work365_fn.operations.sync import RunLog, fetch_subscriptions
+from work365_fn.adapters.dataverse_repository import Repository
+from work365_fn.adapters.partner_center import PartnerCenterClient, is_no_relationship
+from work365_fn.adapters.transport import failure_fields
+from work365_fn.errors import ApiError, AuthError, Work365Error, error_json
+from work365_fn.logs import RunLog, submit_in_context
 from work365_fn.rules import World
 from work365_fn.rules.model import (
     AssociationSetting,
@@ -19,24 +29,46 @@ from work365_fn.rules.model import (
     PcSubscription,
     ProviderAccount,
     SubscriptionRecord,
+    norm_id,
 )
 
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class ReaderDeps:
+    """What a read needs: the Dataverse repository, a Partner Center client per run, and the
+    cutoff override (WORK365_ASSOCIATE_SINCE)."""
+
+    repository: Repository
+    partner_center: Callable[[str], PartnerCenterClient]  # correlation (run) id -> client
+    associate_since: datetime | None
+    concurrency: int = 8
+    monotonic: Callable[[], float] = time.monotonic
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    scope: Sequence[str] | None = None  # customer ids; None: every customer
+    reference_columns: Sequence[str] = ()  # billing reference columns to keep (backfill)
+    names: bool = False  # Account names (report)
+    deadline: float | None = None  # monotonic seconds: no new customer after it
+
+
 @dataclass
 class Snapshot:
-    """What one pass read. `references` holds the non-empty billing reference values per record
-    id, when they were asked for."""
+    """What one read found. `contracts`: every Is Default contract of the Accounts read, active
+    or not (the rules ignore inactive ones; the report lists them). `references`: non-empty
+    billing reference values per record id, when asked for."""
 
     run_id: str
     setting: AssociationSetting
     warnings: list[str]
-    provider_accounts: list[ProviderAccount]
-    contracts: list[BillingContract]  # every contract flagged Is Default, active or not
-    records: list[SubscriptionRecord]
-    customers: list[Customer]
-    subscriptions: list[PcSubscription]
+    provider_accounts: list[ProviderAccount] = field(default_factory=list)
+    contracts: list[BillingContract] = field(default_factory=list)
+    records: list[SubscriptionRecord] = field(default_factory=list)
+    customers: list[Customer] = field(default_factory=list)
+    subscriptions: list[PcSubscription] = field(default_factory=list)
     account_names: dict[str, str] = field(default_factory=dict)
     references: dict[str, dict[str, str]] = field(default_factory=dict)
     errors: list[dict[str, object]] = field(default_factory=list)
@@ -53,79 +85,150 @@ class Snapshot:
         )
 
 
+def read_setting(deps: ReaderDeps, rlog: RunLog) -> tuple[AssociationSetting, list[str]]:
+    """The Admin Hub setting and the cutoff in force (with the warnings that go with it)."""
+    setting, warnings = deps.repository.read_setting(deps.associate_since)
+    rlog.info(
+        "setting: associate default billing contract = %s, cutoff %s (%s)",
+        setting.enabled,
+        setting.since.isoformat() if setting.since else None,
+        setting.since_source,
+    )
+    return setting, warnings
+
+
 def read_tenant(
-    services: Services,
+    deps: ReaderDeps,
     run_id: str,
+    options: ReadOptions = ReadOptions(),
     *,
-    customer_ids: Sequence[str] = (),
-    references: bool = False,
-    names: bool = False,
-    deadline: float | None = None,
-    monotonic: Callable[[], float] = time.monotonic,
+    setting: tuple[AssociationSetting, list[str]] | None = None,
 ) -> Snapshot:
-    """Read everything once. Dataverse failures raise (nothing can be said without it); a
-    customer whose subscriptions cannot be read is listed in `errors` and the pass goes on.
-    After `deadline` (monotonic seconds) no new customer is read: it goes to skipped."""
+    """Read what the rules need (and what `options` asks for besides). `setting`: the setting
+    already read by the caller, else it is read first."""
     rlog = RunLog(log, {"run_id": run_id})
-    repo = services.repository()
-    setting, warnings = repo.read_setting(services.settings.associate_since)
-    provider_accounts = repo.provider_accounts()
-    contracts = repo.default_contracts()
-    refs: dict[str, dict[str, str]] = {}
-    if references:
-        columns = services.schema.subscription.billing_references
-        records = []
-        for record, values in repo.subscription_rows(columns):
-            records.append(record)
-            present = {c: str(v) for c, v in values.items() if v not in (None, "")}
-            if present:
-                refs[record.id] = present
+    found, warnings = setting or read_setting(deps, rlog)
+    snapshot = Snapshot(run_id=run_id, setting=found, warnings=list(warnings))
+    if options.scope is None:
+        _read_dataverse(deps, snapshot, options, None)
+        _read_partner_center(deps, snapshot, None, options.deadline, rlog)
     else:
-        records = repo.subscription_records()
+        _read_partner_center(deps, snapshot, options.scope, options.deadline, rlog)
+        _read_dataverse(deps, snapshot, options, options.scope)
     rlog.info(
         "dataverse: %d provider accounts, %d default contracts, %d subscription records",
-        len(provider_accounts),
-        len(contracts),
-        len(records),
+        len(snapshot.provider_accounts),
+        len(snapshot.contracts),
+        len(snapshot.records),
     )
-    snapshot = Snapshot(
-        run_id=run_id,
-        setting=setting,
-        warnings=warnings,
-        provider_accounts=provider_accounts,
-        contracts=contracts,
-        records=records,
-        customers=[],
-        subscriptions=[],
-        references=refs,
-    )
-    _read_partner_center(services, snapshot, customer_ids, deadline, monotonic, rlog)
-    if names:
-        wanted = {pa.account_id for pa in provider_accounts if pa.account_id}
-        wanted |= {c.account_id for c in contracts if c.account_id}
-        wanted |= {r.account_id for r in records if r.account_id}
-        snapshot.account_names = repo.account_names(sorted(a for a in wanted if a))
+    if options.names:
+        snapshot.account_names = deps.repository.account_names(_accounts_named(snapshot))
     return snapshot
 
 
+def _read_dataverse(
+    deps: ReaderDeps, snapshot: Snapshot, options: ReadOptions, scope: Sequence[str] | None
+) -> None:
+    repo = deps.repository
+    if scope is None:
+        snapshot.provider_accounts = repo.provider_accounts()
+        snapshot.contracts = repo.default_contracts()
+    elif snapshot.subscriptions:
+        snapshot.provider_accounts = repo.provider_accounts_of_customers(scope)
+        accounts = [pa.account_id for pa in snapshot.provider_accounts if pa.account_id]
+        snapshot.contracts = repo.default_contracts_of_accounts(accounts)
+    columns = list(options.reference_columns)
+    if scope is None and not columns:
+        snapshot.records = repo.subscription_records()
+        return
+    if scope is None:
+        rows = repo.subscription_rows(columns)
+    else:
+        rows = repo.rows_for_subscriptions([s.id for s in snapshot.subscriptions], columns)
+    for record, values in rows:
+        snapshot.records.append(record)
+        present = {c: str(v) for c, v in values.items() if v not in (None, "")}
+        if present:
+            snapshot.references[record.id] = present
+
+
+def _accounts_named(snapshot: Snapshot) -> list[str]:
+    wanted = {pa.account_id for pa in snapshot.provider_accounts if pa.account_id}
+    wanted |= {c.account_id for c in snapshot.contracts if c.account_id}
+    wanted |= {r.account_id for r in snapshot.records if r.account_id}
+    return sorted(a for a in wanted if a)
+
+
 def _read_partner_center(
-    services: Services,
+    deps: ReaderDeps,
     snapshot: Snapshot,
-    customer_ids: Sequence[str],
+    scope: Sequence[str] | None,
     deadline: float | None,
-    monotonic: Callable[[], float],
     rlog: RunLog,
 ) -> None:
-    pc = services.partner_center(snapshot.run_id)
-    if customer_ids:
-        customers = [Customer(id=c.lower()) for c in customer_ids]
+    """Subscriptions of the customers in `scope`, or of every customer (one paged listing)."""
+    pc = deps.partner_center(snapshot.run_id)
+    if scope is not None:
+        customers = [Customer(id=norm_id(c)) for c in scope]
     else:
         customers = list(pc.iter_customers())
     snapshot.customers = customers
     rlog.info("partner center: %d customers", len(customers))
     subscriptions, errors, skipped = fetch_subscriptions(
-        pc, customers, services.settings.concurrency, deadline, monotonic, rlog
+        pc, customers, deps.concurrency, deadline, deps.monotonic, rlog
     )
     snapshot.subscriptions.extend(subscriptions)
     snapshot.errors.extend(errors)
     snapshot.skipped_customers.extend(skipped)
+
+
+def fetch_subscriptions(
+    pc: PartnerCenterClient,
+    customers: Sequence[Customer],
+    concurrency: int,
+    deadline: float | None,
+    monotonic: Callable[[], float],
+    rlog: RunLog,
+) -> tuple[list[PcSubscription], list[dict[str, object]], list[dict[str, str]]]:
+    """Each customer's subscriptions, `concurrency` calls at a time: (subscriptions, `errors`
+    items of customers that failed, `skippedCustomers` items of those not started before
+    `deadline`). One failing customer never stops the others."""
+
+    def fetch(customer: Customer) -> tuple[Customer, list[PcSubscription] | None, Exception | None]:
+        if deadline is not None and monotonic() >= deadline:
+            return customer, None, None
+        try:
+            return customer, pc.subscriptions(customer.id), None
+        except (ApiError, AuthError) as exc:
+            return customer, None, exc
+
+    out: list[PcSubscription] = []
+    errors: list[dict[str, object]] = []
+    skipped: list[dict[str, str]] = []
+    with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+        # Each task runs in a copy of this context, so its log lines carry the run's ids.
+        futures = [submit_in_context(pool, fetch, customer) for customer in customers]
+        for future in futures:
+            customer, subs, exc = future.result()
+            if exc is not None:
+                assert isinstance(exc, Work365Error)
+                errors.append(error_json(exc, customer.id))
+                _log_customer_failure(rlog, customer, exc)
+            elif subs is None:
+                skipped.append({"customerId": customer.id, "why": "deadline"})
+            else:
+                out.extend(subs)
+    if skipped:
+        rlog.warning(
+            "run budget reached: %d customers skipped, the next run takes them", len(skipped)
+        )
+    return out, errors, skipped
+
+
+def _log_customer_failure(rlog: RunLog, customer: Customer, exc: Exception) -> None:
+    if isinstance(exc, ApiError) and is_no_relationship(exc):
+        rlog.warning("customer %s: no reseller relationship (403 20002), skipped", customer.id)
+    else:
+        rlog.error(
+            "customer %s: subscriptions failed: %s", customer.id, exc, extra=failure_fields(exc)
+        )

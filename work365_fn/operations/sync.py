@@ -6,18 +6,16 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 from work365_fn.adapters.dataverse_metadata import SubscriptionBindings
 from work365_fn.adapters.dataverse_repository import Repository
-from work365_fn.adapters.partner_center import PartnerCenterClient, is_no_relationship
+from work365_fn.adapters.partner_center import PartnerCenterClient
 from work365_fn.adapters.storage import RunStore
 from work365_fn.adapters.transport import failure_fields
 from work365_fn.errors import ApiError, AuthError, Work365Error, error_json
-from work365_fn.logs import run_context, submit_in_context
+from work365_fn.logs import RunLog, run_context
 from work365_fn.operations.incremental import (
     Mode,
     ModeChoice,
@@ -29,16 +27,17 @@ from work365_fn.operations.incremental import (
     parse_mode,
     save_watermark,
 )
+from work365_fn.operations.reader import ReaderDeps, ReadOptions, read_setting, read_tenant
 from work365_fn.operations.writer import MAX_WRITE_ATTEMPTS, BatchWriter
-from work365_fn.rules import Action, Reason, World, plan
-from work365_fn.rules.model import Customer, PcSubscription, norm_id
+from work365_fn.rules import Action, Decision, Reason, World, plan
+from work365_fn.rules.model import norm_id
 from work365_fn.rules.summary import RunSummary
 
 log = logging.getLogger(__name__)
 
 WRITE_GRACE_MAX_SECONDS = 60.0  # see _write_deadline
 
-__all__ = ["MAX_WRITE_ATTEMPTS", "SyncDeps", "SyncRequest", "run_sync", "scoped_ids"]
+__all__ = ["MAX_WRITE_ATTEMPTS", "RunLog", "SyncDeps", "SyncRequest", "run_sync", "scoped_ids"]
 
 
 @dataclass(frozen=True)
@@ -49,15 +48,6 @@ class SyncRequest:
     # "full" | "incremental" | "auto" (incremental.Mode). Scoped runs (customer_ids) are full
     # runs over those customers and never read or move the watermark.
     mode: str = "full"
-
-
-class RunLog(logging.LoggerAdapter[logging.Logger]):
-    """Prefixes every line with the run id (the correlation id sent to Partner Center)."""
-
-    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
-        extra = self.extra or {}
-        kwargs.setdefault("extra", {}).update(extra)
-        return f"[run {extra.get('run_id')}] {msg}", kwargs
 
 
 @dataclass(frozen=True)
@@ -76,6 +66,15 @@ class SyncDeps:
     run_store: RunStore | None = None  # where the watermark lives; None: no incremental runs
     overlap_hours: float = 6.0
     full_every_hours: float = 24.0
+
+    def reader(self) -> ReaderDeps:
+        return ReaderDeps(
+            self.repository,
+            self.partner_center,
+            self.associate_since,
+            self.concurrency,
+            self.monotonic,
+        )
 
 
 def run_sync(deps: SyncDeps, request: SyncRequest, run_id: str | None = None) -> RunSummary:
@@ -130,16 +129,10 @@ def _run(
     rlog: RunLog,
     deadline: float | None,
 ) -> None:
-    repo = deps.repository
-    setting, warnings = repo.read_setting(deps.associate_since)
-    summary.setting = setting
-    summary.warnings.extend(warnings)
-    rlog.info(
-        "setting: associate default billing contract = %s, cutoff %s (%s)",
-        setting.enabled,
-        setting.since.isoformat() if setting.since else None,
-        setting.since_source,
-    )
+    reader = deps.reader()
+    setting = read_setting(reader, rlog)
+    summary.setting = setting[0]
+    summary.warnings.extend(setting[1])
     tracked = not request.customer_ids and not request.dry_run and deps.run_store is not None
     state, choice = _choose_mode(deps, request, summary, rlog)
     summary.mode = choice.mode.value
@@ -147,54 +140,45 @@ def _run(
     if choice.mode is Mode.INCREMENTAL:
         assert state is not None and choice.since is not None
         scope = _changed_customers(deps, summary, rlog, state, choice.since)
+    snapshot = read_tenant(
+        reader, summary.run_id, ReadOptions(scope=scope, deadline=deadline), setting=setting
+    )
+    summary.customers = len(snapshot.customers)
+    summary.errors.extend(snapshot.errors)
+    summary.skipped_customers.extend(snapshot.skipped_customers)
+    world = snapshot.world(create_missing=deps.create_missing)
+    summary.decisions = _plan_and_write(deps, request, world, summary, rlog, deadline)
+    if tracked:
+        _advance_watermark(deps, summary, rlog, state, choice)
 
-    if scope is None:  # every customer: bulk reads, a constant number of paged queries
-        provider_accounts = repo.provider_accounts()
-        contracts = repo.default_contracts()
-        records = repo.subscription_records()
-        subscriptions = _collect_subscriptions(deps, summary, rlog, deadline, None)
-    else:  # some customers: only their rows
-        subscriptions = _collect_subscriptions(deps, summary, rlog, deadline, scope)
-        provider_accounts = repo.provider_accounts_of_customers(scope) if subscriptions else []
-        accounts = [pa.account_id for pa in provider_accounts if pa.account_id]
-        contracts = repo.default_contracts_of_accounts(accounts) if subscriptions else []
-        records = repo.records_for_subscriptions([s.id for s in subscriptions])
-    rlog.info(
-        "dataverse: %d provider accounts, %d default contracts, %d subscription records",
-        len(provider_accounts),
-        len(contracts),
-        len(records),
-    )
-    world = World(
-        setting=setting,
-        subscriptions=subscriptions,
-        records=records,
-        provider_accounts=provider_accounts,
-        contracts=contracts,
-        create_missing=deps.create_missing,
-    )
+
+def _plan_and_write(
+    deps: SyncDeps,
+    request: SyncRequest,
+    world: World,
+    summary: RunSummary,
+    rlog: RunLog,
+    deadline: float | None,
+) -> list[Decision]:
     decisions = plan(world)
     writes = [d for d in decisions if d.action is not Action.NONE]
     if request.dry_run or not writes:
-        summary.decisions = decisions
         rlog.info("%d writes planned%s", len(writes), " (dry run: none made)" if writes else "")
-    else:
-        writer = BatchWriter(
-            repo,
-            world,
-            deps.bindings(),
-            summary,
-            rlog,
-            batch_size=deps.batch_size,
-            deadline=_write_deadline(deadline, request.budget_seconds),
-            monotonic=deps.monotonic,
-            sleep=deps.sleep,
-            max_throttled=deps.max_attempts,
-        )
-        rlog.info("writing %d subscriptions in batches of %d", len(writes), writer.batch_size)
-        summary.decisions = writer.write(decisions)
-    if tracked:
-        _advance_watermark(deps, summary, rlog, state, choice)
+        return decisions
+    writer = BatchWriter(
+        deps.repository,
+        world,
+        deps.bindings(),
+        summary,
+        rlog,
+        batch_size=deps.batch_size,
+        deadline=_write_deadline(deadline, request.budget_seconds),
+        monotonic=deps.monotonic,
+        sleep=deps.sleep,
+        max_throttled=deps.max_attempts,
+    )
+    rlog.info("writing %d subscriptions in batches of %d", len(writes), writer.batch_size)
+    return writer.write(decisions)
 
 
 def _choose_mode(
@@ -287,82 +271,6 @@ def _advance_watermark(
     rlog.info(
         "watermark moved to %s (%d customers pending)", mark.to_json()["watermark"], len(pending)
     )
-
-
-def _collect_subscriptions(
-    deps: SyncDeps,
-    summary: RunSummary,
-    rlog: RunLog,
-    deadline: float | None,
-    customer_ids: Sequence[str] | None,
-) -> list[PcSubscription]:
-    """Subscriptions of `customer_ids`, or of every customer (one paged listing) when None."""
-    pc = deps.partner_center(summary.run_id)
-    if customer_ids is not None:
-        customers = [Customer(id=norm_id(c)) for c in customer_ids]
-    else:
-        customers = list(pc.iter_customers())
-    summary.customers = len(customers)
-    rlog.info("partner center: %d customers", len(customers))
-    out, errors, skipped = fetch_subscriptions(
-        pc, customers, deps.concurrency, deadline, deps.monotonic, rlog
-    )
-    summary.errors.extend(errors)
-    summary.skipped_customers.extend(skipped)
-    return out
-
-
-def fetch_subscriptions(
-    pc: PartnerCenterClient,
-    customers: Sequence[Customer],
-    concurrency: int,
-    deadline: float | None,
-    monotonic: Callable[[], float],
-    rlog: RunLog,
-) -> tuple[list[PcSubscription], list[dict[str, object]], list[dict[str, str]]]:
-    """Each customer's subscriptions, `concurrency` calls at a time: (subscriptions, `errors`
-    items of customers that failed, `skippedCustomers` items of those not started before
-    `deadline`). One failing customer never stops the others."""
-
-    def fetch(customer: Customer) -> tuple[Customer, list[PcSubscription] | None, Exception | None]:
-        if deadline is not None and monotonic() >= deadline:
-            return customer, None, None
-        try:
-            return customer, pc.subscriptions(customer.id), None
-        except (ApiError, AuthError) as exc:
-            return customer, None, exc
-
-    out: list[PcSubscription] = []
-    errors: list[dict[str, object]] = []
-    skipped: list[dict[str, str]] = []
-    with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
-        # Each task runs in a copy of this context, so its log lines carry the run's ids.
-        futures = [submit_in_context(pool, fetch, customer) for customer in customers]
-        for future in futures:
-            customer, subs, exc = future.result()
-            if exc is not None:
-                assert isinstance(exc, Work365Error)
-                errors.append(error_json(exc, customer.id))
-                if isinstance(exc, ApiError) and is_no_relationship(exc):
-                    rlog.warning(
-                        "customer %s: no reseller relationship (403 20002), skipped", customer.id
-                    )
-                else:
-                    rlog.error(
-                        "customer %s: subscriptions failed: %s",
-                        customer.id,
-                        exc,
-                        extra=failure_fields(exc),
-                    )
-            elif subs is None:
-                skipped.append({"customerId": customer.id, "why": "deadline"})
-            else:
-                out.extend(subs)
-    if skipped:
-        rlog.warning(
-            "run budget reached: %d customers skipped, the next run takes them", len(skipped)
-        )
-    return out, errors, skipped
 
 
 def scoped_ids(values: Sequence[str]) -> tuple[str, ...]:
