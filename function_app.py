@@ -10,9 +10,7 @@ import functools
 import azure.functions as func
 
 from work365_fn.composition import Services
-from work365_fn.entrypoints.functions import handlers as triggers
-from work365_fn.entrypoints.functions import operations as ops_triggers
-from work365_fn.entrypoints.functions import runs
+from work365_fn.entrypoints.functions import handlers, operations, runs
 from work365_fn.settings import Settings
 
 app = func.FunctionApp()
@@ -31,31 +29,31 @@ def services() -> Services:
     use_monitor=True,
 )
 def sync_timer(timer: func.TimerRequest) -> None:
-    triggers.sync_timer(timer, services)
+    handlers.sync_timer(timer, services)
 
 
 @app.route(route="sync", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
 def sync_http(req: func.HttpRequest) -> func.HttpResponse:
-    return triggers.sync_http(req, services)
+    return handlers.sync_http(req, services)
 
 
 @app.route(route="diagnose", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 def diagnose_http(req: func.HttpRequest) -> func.HttpResponse:
-    return ops_triggers.diagnose_http(req, services)
+    return operations.diagnose_http(req, services)
 
 
 @app.route(route="report", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 def report_http(req: func.HttpRequest) -> func.HttpResponse:
-    return ops_triggers.report_http(req, services)
+    return operations.report_http(req, services)
 
 
 @app.route(route="backfill", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
 def backfill_http(req: func.HttpRequest) -> func.HttpResponse:
-    return ops_triggers.backfill_http(req, services)
+    return operations.backfill_http(req, services)
 
 
 # The status URL of an asynchronous run: anonymous (it must not carry the function key), authorized
-# by the run's signature in `sig` (work365_fn/runs.py).
+# by the run's signature in `sig` (work365_fn/entrypoints/functions/runs.py).
 @app.route(route="runs/{runId}", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def run_status(req: func.HttpRequest) -> func.HttpResponse:
     return runs.run_status_http(req, services)

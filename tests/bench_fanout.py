@@ -70,7 +70,7 @@ def _child(job: dict[str, Any]) -> dict[str, Any]:
         status = summary.status
     else:
         for text in job["messages"]:
-            run_job(services, text.encode("utf-8"))
+            run_job(services.job_deps(), text.encode("utf-8"))
         status = "done"
     return {
         "baselineRssMb": baseline,
@@ -98,7 +98,8 @@ def measure(customers: int, per_customer: int, batch_size: int, in_process: bool
     from work365_fn.adapters.storage import FileRunStore
     from work365_fn.bench.benchmark import BenchConfig, generate
     from work365_fn.operations.fanout import split
-    from work365_fn.operations.jobs import Batch, JobMessage
+    from work365_fn.operations.run_documents import CustomerBatch as Batch
+    from work365_fn.operations.run_documents import JobMessage
     from work365_fn.sandbox import Sandbox
     from work365_fn.sandbox.scenario import parse_scenario
 

@@ -10,6 +10,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import requests
 
@@ -23,14 +24,32 @@ from work365_fn.adapters.dataverse_metadata import (
     subscription_bindings,
 )
 from work365_fn.adapters.dataverse_repository import Repository
+from work365_fn.adapters.notify import notify_summary
 from work365_fn.adapters.partner_center import PartnerCenterClient
 from work365_fn.adapters.partner_center import parse_error as partner_center_error
 from work365_fn.adapters.schema import Schema
 from work365_fn.adapters.storage import AppStorage, FileRunStore, JobQueue, Lease, RunStore
-from work365_fn.adapters.transport import RateLimiter, RetryPolicy, Transport, build_session
+from work365_fn.adapters.transport import (
+    HttpOptions,
+    RateLimiter,
+    RetryPolicy,
+    ServiceApi,
+    Transport,
+    build_session,
+)
 from work365_fn.errors import MissingSettingError
 from work365_fn.logs import install as install_logging
-from work365_fn.operations.fanout import refuse_while_fanned_out
+from work365_fn.operations.backfill import BackfillDeps, backfill_job
+from work365_fn.operations.diagnose import DiagnoseDeps, RecordTables
+from work365_fn.operations.fanout import (
+    FanoutDeps,
+    FanoutSettings,
+    after_batch,
+    refuse_while_fanned_out,
+)
+from work365_fn.operations.jobs import Job, JobDeps
+from work365_fn.operations.reader import ReaderDeps
+from work365_fn.operations.report import run_report
 from work365_fn.operations.sync import SyncDeps, SyncRequest, run_sync
 from work365_fn.rules.summary import RunSummary
 from work365_fn.settings import Settings
@@ -66,71 +85,31 @@ class Services:
         install_logging()  # run ids on every line, secrets on none (idempotent)
         schema = Schema.load(settings.schema_file)
         session = session or build_session(pool_size=max(16, settings.concurrency * 2))
-        verify: str | bool = settings.ca_bundle or True
-        timeout = (settings.connect_timeout, settings.read_timeout)
         if dataverse_tokens is None or partner_center_tokens is None:
-            dv_app = MsalApp(
-                settings.dataverse_credential, settings.authority_host, session, timeout=timeout
-            )
-            pc_app = (
-                dv_app
-                if settings.partner_center_credential == settings.dataverse_credential
-                else MsalApp(
-                    settings.partner_center_credential,
-                    settings.authority_host,
-                    session,
-                    timeout=timeout,
-                )
-            )
-            if settings.ca_bundle:
-                # MSAL sends through our session; requests lets REQUESTS_CA_BUNDLE override
-                # Session.verify, so the CA must not come from the environment here.
-                session.verify = settings.ca_bundle
-                session.trust_env = False
-            dataverse_tokens = dataverse_tokens or MsalTokenProvider(
-                dv_app, settings.dataverse_scope, "dataverse"
-            )
-            partner_center_tokens = partner_center_tokens or MsalTokenProvider(
-                pc_app, settings.partner_center_scope, "partnerCenter"
-            )
+            built = _msal_tokens(settings, session)
+            dataverse_tokens = dataverse_tokens or built[0]
+            partner_center_tokens = partner_center_tokens or built[1]
         retry = RetryPolicy(settings.max_attempts, settings.max_retry_seconds, sleep)
-        # One limiter per service, shared by every thread of this worker (DESIGN.md section 3);
-        # scaled-out instances split the budget (WORK365_MAX_INSTANCES, README "Scaling out").
-        dv_limiter = RateLimiter(
-            "dataverse",
-            settings.instance_share(settings.dataverse_max_requests_per_5min),
-            300.0,
-            clock=monotonic,
-            sleep=sleep,
+        http = HttpOptions(
+            timeout=(settings.connect_timeout, settings.read_timeout),
+            verify=settings.ca_bundle or True,
         )
-        pc_limiter = RateLimiter(
-            "partnerCenter",
-            settings.instance_share(settings.pc_max_requests_per_minute),
-            60.0,
-            clock=monotonic,
-            sleep=sleep,
-        )
+        limiters = _rate_limiters(settings, monotonic, sleep)
         dv_transport = Transport(
-            "dataverse",
+            ServiceApi("dataverse", dataverse_error, REQUEST_ID_HEADER),
             session,
             dataverse_tokens,
             retry,
-            dataverse_error,
-            timeout=timeout,
-            verify=verify,
-            request_id_header=REQUEST_ID_HEADER,
-            limiter=dv_limiter,
+            http=http,
+            limiter=limiters[0],
         )
         pc_transport = Transport(
-            "partnerCenter",
+            ServiceApi("partnerCenter", partner_center_error, "MS-RequestId"),
             session,
             partner_center_tokens,
             retry,
-            partner_center_error,
-            timeout=timeout,
-            verify=verify,
-            request_id_header="MS-RequestId",
-            limiter=pc_limiter,
+            http=http,
+            limiter=limiters[1],
         )
         client = DataverseClient(
             settings.dataverse_url, dv_transport, page_size=settings.dataverse_page_size
@@ -146,6 +125,34 @@ class Services:
             self.partner_center_transport,
             correlation_id,
             page_size=self.settings.customer_page_size,
+        )
+
+    def diagnose_deps(self) -> DiagnoseDeps:
+        """What one diagnosis reads with (operations/diagnose.py)."""
+        return DiagnoseDeps(
+            repository=self.repository(),
+            partner_center=self.partner_center,
+            tables=RecordTables(
+                setting=self.schema.setting.table,
+                subscription=self.schema.subscription.table,
+                billing_contract=self.schema.billing_contract.table,
+                provider_account=self.schema.provider_account.table,
+            ),
+            associate_since=self.settings.associate_since,
+            create_missing=self.settings.create_missing,
+            concurrency=self.settings.concurrency,
+            monotonic=self.monotonic,
+        )
+
+    def reader_deps(self, monotonic: Callable[[], float] | None = None) -> ReaderDeps:
+        """What the one tenant read needs (operations/reader.py)."""
+        return ReaderDeps(
+            self.repository(),
+            self.partner_center,
+            self.settings.associate_since,
+            self.settings.concurrency,
+            monotonic or self.monotonic,
+            self.settings.create_missing,
         )
 
     def bindings(self) -> SubscriptionBindings:
@@ -223,5 +230,110 @@ class Services:
             return storage.run_store()
         return FileRunStore(self.settings.state_dir)
 
+    # ---- what each operation is given (narrow dependencies) ---------------------------------
+
+    def backfill_deps(self) -> BackfillDeps:
+        return BackfillDeps(
+            reader=self.reader_deps(),
+            repository=self.repository(),
+            bindings=self.bindings,
+            run_store=self.run_store(),
+            table=self.schema.subscription,
+            run_deadline_seconds=self.settings.run_deadline_seconds,
+        )
+
+    def fanout_deps(self) -> FanoutDeps:
+        s = self.settings
+        storage = self.app_storage()
+        return FanoutDeps(
+            settings=FanoutSettings(
+                threshold=s.fanout_threshold,
+                batch_size=s.fanout_batch_size,
+                timeout_minutes=s.fanout_timeout_minutes,
+                overlap_hours=s.incremental_overlap_hours,
+                full_every_hours=s.full_sync_every_hours,
+            ),
+            run_store=storage.run_store() if storage is not None else None,
+            job_queue=self.job_queue,
+            partner_center=self.partner_center,
+            full_sync_lease=self.full_sync_lease,
+            notify=lambda summary: notify_summary(summary, s, sleep=self.sleep),
+        )
+
+    def job_kinds(self) -> dict[str, Job]:
+        """The queue jobs, registered as callables: kind -> (payload, run id) -> result JSON.
+        A queued run gets the timer's margin below the host's functionTimeout."""
+        budget = self.settings.run_deadline_seconds
+
+        def sync(payload: dict[str, Any], run_id: str) -> dict[str, Any]:
+            request = SyncRequest.from_payload(payload, budget_seconds=budget)
+            return self.sync(request, run_id=run_id).to_json()
+
+        def report(payload: dict[str, Any], run_id: str) -> dict[str, Any]:
+            return run_report(self.reader_deps(), run_id, budget_seconds=budget)
+
+        def backfill(payload: dict[str, Any], run_id: str) -> dict[str, Any]:
+            return backfill_job(self.backfill_deps(), payload, run_id)
+
+        return {"sync": sync, "report": report, "backfill": backfill}
+
+    def job_deps(self) -> JobDeps:
+        return JobDeps(
+            run_store=self.run_store(),
+            kinds=self.job_kinds(),
+            after_batch=lambda run_id, count: after_batch(self.fanout_deps(), run_id, count),
+        )
+
     def check_schema(self) -> list[Check]:
         return check_schema(self.dataverse, self.schema)
+
+
+def _msal_tokens(
+    settings: Settings, session: requests.Session
+) -> tuple[TokenProvider, TokenProvider]:
+    """Token providers for Dataverse and Partner Center (one MSAL app when both use the same
+    credential). Nothing is requested until the first token."""
+    timeout = (settings.connect_timeout, settings.read_timeout)
+    dv_app = MsalApp(
+        settings.dataverse_credential, settings.authority_host, session, timeout=timeout
+    )
+    pc_app = (
+        dv_app
+        if settings.partner_center_credential == settings.dataverse_credential
+        else MsalApp(
+            settings.partner_center_credential, settings.authority_host, session, timeout=timeout
+        )
+    )
+    if settings.ca_bundle:
+        # MSAL sends through our session; requests lets REQUESTS_CA_BUNDLE override
+        # Session.verify, so the CA must not come from the environment here.
+        session.verify = settings.ca_bundle
+        session.trust_env = False
+    return (
+        MsalTokenProvider(dv_app, settings.dataverse_scope, "dataverse"),
+        MsalTokenProvider(pc_app, settings.partner_center_scope, "partnerCenter"),
+    )
+
+
+def _rate_limiters(
+    settings: Settings,
+    monotonic: Callable[[], float],
+    sleep: Callable[[float], None] | None,
+) -> tuple[RateLimiter, RateLimiter]:
+    """One limiter per service, shared by every thread of this worker (DESIGN.md section 3);
+    scaled-out instances split the budget (WORK365_MAX_INSTANCES, docs/operations.md)."""
+    dataverse = RateLimiter(
+        "dataverse",
+        settings.instance_share(settings.dataverse_max_requests_per_5min),
+        300.0,
+        clock=monotonic,
+        sleep=sleep,
+    )
+    partner_center = RateLimiter(
+        "partnerCenter",
+        settings.instance_share(settings.pc_max_requests_per_minute),
+        60.0,
+        clock=monotonic,
+        sleep=sleep,
+    )
+    return dataverse, partner_center

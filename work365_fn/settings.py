@@ -7,6 +7,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 from urllib.parse import urlsplit
 
 from work365_fn.errors import InvalidSettingError, MissingSettingError
@@ -107,77 +108,132 @@ class Settings:
         if overrides:
             source.update(overrides)
         r = _Reader(source)
-        tenant = r.guid("WORK365_TENANT_ID")
-        client = r.guid("WORK365_CLIENT_ID")
-        shared = r.credential("WORK365", tenant, client)
-        pc_tenant = r.optional_guid("WORK365_PC_TENANT_ID") or tenant
-        pc_client = r.optional_guid("WORK365_PC_CLIENT_ID")
-        pc_credential = (
-            r.credential("WORK365_PC", pc_tenant, pc_client)
-            if pc_client
-            else Credential(
-                tenant_id=pc_tenant,
-                client_id=client,
-                secret=shared.secret,
-                cert_path=shared.cert_path,
-                cert_thumbprint=shared.cert_thumbprint,
-            )
-        )
-        storage_key, storage = r.storage_connection()
+        # One step per group, in this order (the first bad setting is the one reported).
         return cls(
-            dataverse_credential=shared,
-            partner_center_credential=pc_credential,
-            dataverse_url=r.https_url("WORK365_DATAVERSE_URL", "https://<org>.crm.dynamics.com"),
-            authority_host=r.https_url(
-                "WORK365_AUTHORITY_HOST", "https://login.microsoftonline.com", PUBLIC_AUTHORITY_HOST
-            ),
-            partner_center_url=r.https_url(
-                "WORK365_PARTNER_CENTER_URL",
-                "https://api.partnercenter.microsoft.com",
-                PUBLIC_PARTNER_CENTER_URL,
-            ),
-            schedule=r.schedule("WORK365_SYNC_SCHEDULE", DEFAULT_SCHEDULE),
-            create_missing=r.boolean("WORK365_CREATE_MISSING", False),
-            associate_since=r.timestamp("WORK365_ASSOCIATE_SINCE"),
-            connect_timeout=r.number("WORK365_HTTP_CONNECT_TIMEOUT", 10.0, 1, 300),
-            read_timeout=r.number("WORK365_HTTP_READ_TIMEOUT", 60.0, 0.1, 600),
-            max_attempts=int(r.number("WORK365_MAX_ATTEMPTS", 5, 1, 20, integer=True)),
-            max_retry_seconds=r.number("WORK365_MAX_RETRY_SECONDS", 120.0, 0, 3600),
-            concurrency=int(r.number("WORK365_CONCURRENCY", 8, 1, 64, integer=True)),
-            customer_page_size=int(r.number("WORK365_PC_PAGE_SIZE", 500, 1, 500, integer=True)),
-            dataverse_page_size=int(
-                r.number("WORK365_DATAVERSE_PAGE_SIZE", 5000, 1, 5000, integer=True)
-            ),
-            http_budget_seconds=r.number("WORK365_HTTP_BUDGET_SECONDS", 80.0, 5, 88),
-            run_deadline_seconds=r.number("WORK365_RUN_DEADLINE_SECONDS", 480.0, 10, 3600),
-            dataverse_max_requests_per_5min=int(
-                r.number("WORK365_DATAVERSE_MAX_REQUESTS_PER_5MIN", 5000, 0, 6000, integer=True)
-            ),
-            pc_max_requests_per_minute=int(
-                r.number("WORK365_PC_MAX_REQUESTS_PER_MINUTE", 300, 0, 100000, integer=True)
-            ),
-            schema_file=r.optional("WORK365_SCHEMA_FILE"),
-            ca_bundle=r.existing_file("WORK365_CA_BUNDLE"),
-            storage_connection=storage,
-            storage_setting=storage_key,
-            run_signing_key=r.signing_key("WORK365_RUN_SIGNING_KEY"),
-            # the host moves failed messages to "<queue>-poison": 63 characters at most
-            jobs_queue=r.storage_name("WORK365_JOBS_QUEUE", "work365-jobs", 56),
-            runs_container=r.storage_name("WORK365_RUNS_CONTAINER", "work365-runs"),
-            state_dir=r.optional("WORK365_STATE_DIR") or ".work365",
-            notify_url=r.link("WORK365_NOTIFY_URL", "a Teams Workflows or Power Automate URL"),
-            notify_format=r.choice("WORK365_NOTIFY_FORMAT", ("teams", "json"), "teams"),
-            report_url=r.link("WORK365_REPORT_URL", "the URL admins open to see the report"),
-            batch_size=int(r.number("WORK365_BATCH_SIZE", 100, 1, 1000, integer=True)),
-            incremental_overlap_hours=r.number("WORK365_INCREMENTAL_OVERLAP_HOURS", 6.0, 0, 72),
-            full_sync_every_hours=r.number("WORK365_FULL_SYNC_EVERY_HOURS", 24.0, 1, 2160),
-            fanout_threshold=int(
-                r.number("WORK365_FANOUT_THRESHOLD", 200, 0, 1_000_000, integer=True)
-            ),
-            fanout_batch_size=int(r.number("WORK365_FANOUT_BATCH_SIZE", 50, 1, 1000, integer=True)),
-            fanout_timeout_minutes=r.number("WORK365_FANOUT_TIMEOUT_MINUTES", 240.0, 10, 10080),
-            max_instances=int(r.number("WORK365_MAX_INSTANCES", 1, 1, 200, integer=True)),
+            **_credentials(r),
+            **_endpoints(r),
+            **_sync_rules(r),
+            **_http_limits(r),
+            **_files(r),
+            **_app_state(r),
+            **_notifications(r),
+            **_run_sizes(r),
         )
+
+
+def _credentials(r: _Reader) -> dict[str, Any]:
+    """The app registrations (Partner Center's defaults to Dataverse's) and the storage
+    connection: every secret the app holds."""
+    tenant = r.guid("WORK365_TENANT_ID")
+    client = r.guid("WORK365_CLIENT_ID")
+    shared = r.credential("WORK365", tenant, client)
+    pc_tenant = r.optional_guid("WORK365_PC_TENANT_ID") or tenant
+    pc_client = r.optional_guid("WORK365_PC_CLIENT_ID")
+    pc_credential = (
+        r.credential("WORK365_PC", pc_tenant, pc_client)
+        if pc_client
+        else Credential(
+            tenant_id=pc_tenant,
+            client_id=client,
+            secret=shared.secret,
+            cert_path=shared.cert_path,
+            cert_thumbprint=shared.cert_thumbprint,
+        )
+    )
+    storage_key, storage = r.storage_connection()
+    return {
+        "dataverse_credential": shared,
+        "partner_center_credential": pc_credential,
+        "storage_connection": storage,
+        "storage_setting": storage_key,
+    }
+
+
+def _endpoints(r: _Reader) -> dict[str, Any]:
+    """The services' URLs (the authority and Partner Center default to the public cloud)."""
+    return {
+        "dataverse_url": r.https_url("WORK365_DATAVERSE_URL", "https://<org>.crm.dynamics.com"),
+        "authority_host": r.https_url(
+            "WORK365_AUTHORITY_HOST", "https://login.microsoftonline.com", PUBLIC_AUTHORITY_HOST
+        ),
+        "partner_center_url": r.https_url(
+            "WORK365_PARTNER_CENTER_URL",
+            "https://api.partnercenter.microsoft.com",
+            PUBLIC_PARTNER_CENTER_URL,
+        ),
+    }
+
+
+def _sync_rules(r: _Reader) -> dict[str, Any]:
+    """When the sync runs and what it may do."""
+    return {
+        "schedule": r.schedule("WORK365_SYNC_SCHEDULE", DEFAULT_SCHEDULE),
+        "create_missing": r.boolean("WORK365_CREATE_MISSING", False),
+        "associate_since": r.timestamp("WORK365_ASSOCIATE_SINCE"),
+    }
+
+
+def _http_limits(r: _Reader) -> dict[str, Any]:
+    """Timeouts, retries, concurrency, page sizes, time budgets and request limits."""
+    return {
+        "connect_timeout": r.number("WORK365_HTTP_CONNECT_TIMEOUT", 10.0, 1, 300),
+        "read_timeout": r.number("WORK365_HTTP_READ_TIMEOUT", 60.0, 0.1, 600),
+        "max_attempts": r.integer("WORK365_MAX_ATTEMPTS", 5, 1, 20),
+        "max_retry_seconds": r.number("WORK365_MAX_RETRY_SECONDS", 120.0, 0, 3600),
+        "concurrency": r.integer("WORK365_CONCURRENCY", 8, 1, 64),
+        "customer_page_size": r.integer("WORK365_PC_PAGE_SIZE", 500, 1, 500),
+        "dataverse_page_size": r.integer("WORK365_DATAVERSE_PAGE_SIZE", 5000, 1, 5000),
+        "http_budget_seconds": r.number("WORK365_HTTP_BUDGET_SECONDS", 80.0, 5, 88),
+        "run_deadline_seconds": r.number("WORK365_RUN_DEADLINE_SECONDS", 480.0, 10, 3600),
+        "dataverse_max_requests_per_5min": r.integer(
+            "WORK365_DATAVERSE_MAX_REQUESTS_PER_5MIN", 5000, 0, 6000
+        ),
+        "pc_max_requests_per_minute": r.integer(
+            "WORK365_PC_MAX_REQUESTS_PER_MINUTE", 300, 0, 100000
+        ),
+    }
+
+
+def _files(r: _Reader) -> dict[str, Any]:
+    """Local files: a schema override and a CA bundle."""
+    return {
+        "schema_file": r.optional("WORK365_SCHEMA_FILE"),
+        "ca_bundle": r.existing_file("WORK365_CA_BUNDLE"),
+    }
+
+
+def _app_state(r: _Reader) -> dict[str, Any]:
+    """Where the app keeps its own state: run links' signing key, job queue, runs container,
+    local folder."""
+    return {
+        "run_signing_key": r.signing_key("WORK365_RUN_SIGNING_KEY"),
+        # the host moves failed messages to "<queue>-poison": 63 characters at most
+        "jobs_queue": r.storage_name("WORK365_JOBS_QUEUE", "work365-jobs", 56),
+        "runs_container": r.storage_name("WORK365_RUNS_CONTAINER", "work365-runs"),
+        "state_dir": r.optional("WORK365_STATE_DIR") or ".work365",
+    }
+
+
+def _notifications(r: _Reader) -> dict[str, Any]:
+    """The digest after timer runs, and the report link it carries."""
+    return {
+        "notify_url": r.link("WORK365_NOTIFY_URL", "a Teams Workflows or Power Automate URL"),
+        "notify_format": r.choice("WORK365_NOTIFY_FORMAT", ("teams", "json"), "teams"),
+        "report_url": r.link("WORK365_REPORT_URL", "the URL admins open to see the report"),
+    }
+
+
+def _run_sizes(r: _Reader) -> dict[str, Any]:
+    """Write batches, incremental and full runs, fan-out, scale-out."""
+    return {
+        "batch_size": r.integer("WORK365_BATCH_SIZE", 100, 1, 1000),
+        "incremental_overlap_hours": r.number("WORK365_INCREMENTAL_OVERLAP_HOURS", 6.0, 0, 72),
+        "full_sync_every_hours": r.number("WORK365_FULL_SYNC_EVERY_HOURS", 24.0, 1, 2160),
+        "fanout_threshold": r.integer("WORK365_FANOUT_THRESHOLD", 200, 0, 1_000_000),
+        "fanout_batch_size": r.integer("WORK365_FANOUT_BATCH_SIZE", 50, 1, 1000),
+        "fanout_timeout_minutes": r.number("WORK365_FANOUT_TIMEOUT_MINUTES", 240.0, 10, 10080),
+        "max_instances": r.integer("WORK365_MAX_INSTANCES", 1, 1, 200),
+    }
 
 
 class _Reader:
@@ -286,6 +342,9 @@ class _Reader:
         if not low <= number <= high:
             raise InvalidSettingError(key, f"{kind} from {low:g} to {high:g}")
         return number
+
+    def integer(self, key: str, default: int, low: int, high: int) -> int:
+        return int(self.number(key, default, low, high, integer=True))
 
     def schedule(self, key: str, default: str) -> str:
         value = self.optional(key) or default

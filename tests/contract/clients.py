@@ -9,7 +9,7 @@ from work365_fn.adapters.dataverse import REQUEST_ID_HEADER, DataverseClient
 from work365_fn.adapters.dataverse import parse_error as dataverse_error
 from work365_fn.adapters.partner_center import PartnerCenterClient
 from work365_fn.adapters.partner_center import parse_error as partner_center_error
-from work365_fn.adapters.transport import RetryPolicy, Transport
+from work365_fn.adapters.transport import RetryPolicy, ServiceApi, Transport
 
 from .shapes import ORG, PC
 
@@ -26,12 +26,10 @@ def pc_client(
     retry: RetryPolicy, tokens: TokenProvider | None = None, page_size: int = 500
 ) -> PartnerCenterClient:
     transport = Transport(
-        "partnerCenter",
+        ServiceApi("partnerCenter", partner_center_error, "MS-RequestId"),
         requests.Session(),
         tokens or StaticTokenProvider(TOKEN),
         retry,
-        partner_center_error,
-        request_id_header="MS-RequestId",
     )
     return PartnerCenterClient(PC, transport, CORRELATION_ID, page_size=page_size)
 
@@ -40,11 +38,9 @@ def dv_client(
     retry: RetryPolicy, tokens: TokenProvider | None = None, page_size: int = 5000
 ) -> DataverseClient:
     transport = Transport(
-        "dataverse",
+        ServiceApi("dataverse", dataverse_error, REQUEST_ID_HEADER),
         requests.Session(),
         tokens or StaticTokenProvider(TOKEN),
         retry,
-        dataverse_error,
-        request_id_header=REQUEST_ID_HEADER,
     )
     return DataverseClient(ORG, transport, page_size=page_size)

@@ -11,7 +11,7 @@ import responses
 
 from work365_fn.adapters.auth import StaticTokenProvider
 from work365_fn.adapters.dataverse import parse_error as dataverse_error
-from work365_fn.adapters.transport import RateLimiter, RetryPolicy, Transport
+from work365_fn.adapters.transport import RateLimiter, RetryPolicy, ServiceApi, Transport
 
 from .clients import TOKEN
 from .shapes import ORG
@@ -42,11 +42,10 @@ class Clock:
 def transport(clock: Clock, max_requests: int = 0, window: float = 300.0) -> Transport:
     limiter = RateLimiter("dataverse", max_requests, window, clock=clock, sleep=clock.sleep)
     return Transport(
-        "dataverse",
+        ServiceApi("dataverse", dataverse_error),
         requests.Session(),
         StaticTokenProvider(TOKEN),
         RetryPolicy(max_attempts=3, max_seconds=600, sleep=clock.sleep),
-        dataverse_error,
         limiter=limiter,
     )
 

@@ -14,7 +14,7 @@ from tests.builders import a_contract, a_provider_account, a_record, a_setting, 
 from work365_fn.adapters.dataverse_metadata import SubscriptionBindings
 from work365_fn.adapters.dataverse_repository import Repository
 from work365_fn.adapters.schema import Schema
-from work365_fn.operations.writer import DEADLINE_MESSAGE, BatchWriter
+from work365_fn.operations.writer import DEADLINE_MESSAGE, BatchWriter, WriteLimits
 from work365_fn.rules import Action, Decision, Reason, World, plan
 from work365_fn.rules.summary import RunSummary
 
@@ -52,10 +52,9 @@ def writer(
             BINDINGS,
             summary,
             logging.LoggerAdapter(logging.getLogger("test")),
-            batch_size=size,
-            deadline=10.0,
-            monotonic=lambda: clock[0],
-            sleep=sleeps.append,
+            WriteLimits(
+                batch_size=size, deadline=10.0, monotonic=lambda: clock[0], sleep=sleeps.append
+            ),
         ),
         sleeps,
     )

@@ -8,6 +8,7 @@ import json
 import logging
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
 import azure.functions as func
 import pytest
@@ -22,8 +23,8 @@ from tests.e2e.async_support import (
     status_request,
 )
 from work365_fn.adapters.storage import BlobRunStore
+from work365_fn.composition import Services
 from work365_fn.entrypoints.functions.runs import sign
-from work365_fn.operations import jobs
 
 __all__ = ["app"]  # the fixture
 
@@ -158,14 +159,15 @@ def test_the_poison_handler_marks_the_run_failed(app: App) -> None:
     }
 
 
-def boom_job(services: object, payload: dict[str, object], run_id: str) -> dict[str, object]:
+def boom_job(payload: dict[str, Any], run_id: str) -> dict[str, Any]:
     raise RuntimeError("unexpected")
 
 
 def test_a_failing_job_is_retried_by_the_host_then_poisoned(
     app: App, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setitem(jobs.JOB_KINDS, "boom", f"{__name__}:boom_job")
+    registered = Services.job_kinds
+    monkeypatch.setattr(Services, "job_kinds", lambda self: {**registered(self), "boom": boom_job})
     services = function_app.services()
     from work365_fn.entrypoints.functions.runs import start_async
 

@@ -228,7 +228,7 @@ def test_two_batches_finishing_at_once_aggregate_once_and_alike(
     assert len(summary_records(caplog)) == 1  # logged (and notified) once
     # whoever aggregates again writes the same documents
     again = fanout.aggregate_run(
-        function_app.services(), run_id, app.store().names(run_id, "batch-")
+        function_app.services().fanout_deps(), run_id, app.store().names(run_id, "batch-")
     )
     assert {k: again[k] for k in SAME if k != "subscriptions"} == {
         k: summary[k] for k in SAME if k != "subscriptions"

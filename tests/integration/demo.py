@@ -5,8 +5,14 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from dataclasses import dataclass
 from importlib import resources
+from typing import Any
+
+from work365_fn.operations.report import LISTS
+from work365_fn.rules import LISTED, count_groups, count_reasons
+from work365_fn.sandbox.scenario import Scenario
 
 _ROW = re.compile(r"^([0-9A-Fa-f-]{36}) \| ([a-z-]+) \| (\S+) \| (.+)$")
 
@@ -37,7 +43,8 @@ class Expected:
 
 
 def expected() -> dict[str, Expected]:
-    """Subscription id (lower case) -> what the demo's description says of it."""
+    """Subscription id (lower case) -> what the demo's description says of it: one row for each
+    subscription the demo's Partner Center serves, no more, no less."""
     ref = resources.files("work365_fn.sandbox").joinpath("scenarios", "demo.json")
     lines = json.loads(ref.read_text(encoding="utf-8"))["description"]
     out = {}
@@ -45,8 +52,29 @@ def expected() -> dict[str, Expected]:
         match = _ROW.match(line.strip())
         if match:
             sub, reason, contract, what = match.groups()
+            assert sub.lower() not in out, f"the demo description lists {sub} twice"
             out[sub.lower()] = Expected(
                 sub.lower(), reason, None if contract == "null" else contract.lower(), what
             )
-    assert len(out) == 18, "the demo description lists 18 subscriptions"
+    served = {s.id.lower() for c in Scenario.builtin("demo").customers for s in c.subscriptions}
+    assert set(out) == served, "the demo description lists each Partner Center subscription"
     return out
+
+
+def reasons() -> Counter[str]:
+    """How many of the demo's subscriptions get each reason, as its description says."""
+    return Counter(e.reason for e in expected().values())
+
+
+def assert_is_the_demo_report(report: dict[str, Any]) -> None:
+    """A report of the demo lists the subscriptions its description gives a listed reason (the
+    ones an admin acts on), counts each reason as described, and counts its list items as its
+    problems."""
+    want = {e.subscription_id: e.reason for e in expected().values() if e.reason in LISTED}
+    got = {r["subscriptionId"].lower(): r["reason"] for r in report["unassignedSubscriptions"]}
+    assert got == want
+    assert report["byReason"] == count_reasons(e.reason for e in expected().values())
+    counts = count_groups(e.reason for e in expected().values())
+    assert {k: report["counts"][k] for k in counts} == counts
+    assert report["counts"]["problems"] == sum(len(report[name]) for name in LISTS)
+    assert report["counts"]["problems"] > len(want)  # the demo's mapping problems are listed too

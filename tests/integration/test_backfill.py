@@ -59,7 +59,7 @@ def tenant(world: World) -> World:
 
 
 def backfill(box: Sandbox, services: Services | None = None, **request: Any) -> dict[str, Any]:
-    return run_backfill(services or services_for(box), BackfillRequest(**request))
+    return run_backfill((services or services_for(box)).backfill_deps(), BackfillRequest(**request))
 
 
 def items(result: dict[str, Any]) -> dict[str, tuple[str, str]]:
@@ -299,7 +299,11 @@ def test_a_crash_after_a_write_leaves_a_truthful_journal(world: World, start: An
     recorder = RecordingStore(services, box, crash_when="assigned")
     services.run_store = lambda: recorder  # type: ignore[method-assign]
     with pytest.raises(Crash):
-        run_backfill(services, BackfillRequest(apply=True), "11111111-1111-4111-8111-111111111111")
+        run_backfill(
+            services.backfill_deps(),
+            BackfillRequest(apply=True),
+            "11111111-1111-4111-8111-111111111111",
+        )
     doc = journal(box, "11111111-1111-4111-8111-111111111111")
     [entry] = doc["entries"]
     assert entry["state"] == "pending"  # the write happened, the journal says it may have
@@ -418,7 +422,7 @@ def test_no_write_starts_after_the_time_budget(world: World, start: Any) -> None
         now[0] = 100.0  # the plan used up the budget
 
     result = run_backfill(
-        services_for(box),
+        services_for(box).backfill_deps(),
         BackfillRequest(apply=True, budget_seconds=30),
         on_plan=plan_took_long,
         monotonic=lambda: now[0],
@@ -443,10 +447,12 @@ def test_a_retried_run_continues_its_journal(world: World, start: Any) -> None:
         }
     )
     first = run_backfill(
-        services_for(box, WORK365_MAX_ATTEMPTS="1"), BackfillRequest(apply=True), run
+        services_for(box, WORK365_MAX_ATTEMPTS="1").backfill_deps(),
+        BackfillRequest(apply=True),
+        run,
     )
     assert items(first)[ELIGIBLE_TOO] == ("default-contract", "failed")
-    run_backfill(services_for(box), BackfillRequest(apply=True), run)  # the retry
+    run_backfill(services_for(box).backfill_deps(), BackfillRequest(apply=True), run)  # retry
     assert contract_of(box, ELIGIBLE) == contract_of(box, ELIGIBLE_TOO) == DEFAULT
     states = [(e["recordId"], e["state"]) for e in journal(box, run)["entries"]]
     assert states == [(ELIGIBLE, "assigned"), (ELIGIBLE_TOO, "failed"), (ELIGIBLE_TOO, "assigned")]

@@ -9,20 +9,15 @@ from typing import Any
 
 import pytest
 
+from tests.integration import demo
 from tests.integration.conftest import World
 from work365_fn.entrypoints.cli.main import main
+from work365_fn.rules import Group, Reason, count_groups, count_reasons
 
-DEMO_REASONS = {
-    "not-synced",
-    "already-assigned",
-    "existing-subscription",
-    "unmapped-customer",
-    "ambiguous-provider-account",
-    "account-mismatch",
-    "no-default-contract",
-    "multiple-default-contracts",
-    "default-contract",
-}
+EXPECTED = demo.expected()
+# What one sync of the demo gives, as the scenario's description says.
+DEMO_COUNTS = count_groups(e.reason for e in EXPECTED.values())
+DEMO_ASSIGNED = DEMO_COUNTS[Group.ASSIGNED.value]
 
 
 @pytest.fixture(autouse=True)
@@ -45,13 +40,21 @@ def run_json(*argv: str) -> tuple[int, dict[str, Any]]:
     return code, json.loads(text)  # exactly one JSON document, nothing else on stdout
 
 
-def test_demo_shows_every_reason_that_can_co_occur() -> None:
+def test_demo_gives_each_subscription_the_reason_its_description_lists() -> None:
     code, summary = run_json("sync", "--sandbox")
     assert code == 0
     assert summary["status"] == "succeeded"
-    seen = {reason for reason, n in summary["byReason"].items() if n}
-    assert seen == DEMO_REASONS
-    assert summary["counts"]["assigned"] == 6
+    got = {r["subscriptionId"].lower(): r for r in summary["subscriptions"]}
+    assert set(got) == set(EXPECTED)
+    for sub, want in EXPECTED.items():
+        assert (got[sub]["reason"], got[sub]["billingContractId"]) == (
+            want.reason,
+            want.contract_id,
+        ), want.what
+    assert summary["byReason"] == count_reasons(e.reason for e in EXPECTED.values())
+    assert set(summary["byReason"]) == {reason.value for reason in Reason}
+    assert {k: summary["counts"][k] for k in DEMO_COUNTS} == DEMO_COUNTS
+    assert DEMO_ASSIGNED > 0
 
 
 def test_setting_off_demo_shows_setting_off() -> None:
@@ -70,7 +73,7 @@ def test_state_file_keeps_the_writes_for_the_next_run(tmp_path: Path) -> None:
         for r in first["subscriptions"]
         if r["reason"] == "default-contract"
     }
-    assert len(assigned) == 6
+    assert len(assigned) == DEMO_ASSIGNED
     _, second = run_json("sync", "--sandbox", "--state", state)
     rows = {r["subscriptionId"]: r for r in second["subscriptions"]}
     for sub, contract in assigned.items():
@@ -85,14 +88,16 @@ def test_dry_run_then_real_run_on_one_state(tmp_path: Path) -> None:
     _, dry = run_json("sync", "--sandbox", "--state", state, "--dry-run")
     _, real = run_json("sync", "--sandbox", "--state", state)
     assert dry["dryRun"] is True
-    assert dry["counts"]["assigned"] == real["counts"]["assigned"] == 6
+    assert dry["counts"]["assigned"] == real["counts"]["assigned"] == DEMO_ASSIGNED
 
 
 def test_readable_output_has_the_table_and_the_fix_hints() -> None:
     code, text = run("sync", "--sandbox", "--dry-run")
     assert code == 0
     assert "status succeeded" in text
-    assert "multiple-default-contracts" in text
+    for want in EXPECTED.values():
+        assert f"{want.subscription_id}  " in text.lower()
+        assert want.reason in text
     assert "active defaults:" in text
 
 

@@ -11,12 +11,14 @@ from typing import Any
 import pytest
 
 from tests.integration import demo
-from tests.integration.conftest import World, gid, services_for, writes
+from tests.integration.conftest import World, by_subscription, gid, services_for, sync, writes
 from work365_fn.entrypoints.cli.main import main
 from work365_fn.operations.diagnose import DiagnoseRequest, failed_checks, run_diagnose
+from work365_fn.rules import Reason
 from work365_fn.sandbox import Sandbox, Scenario
 
 EXPECTED = demo.expected()
+DEMO_CUSTOMERS = [c.id.lower() for c in Scenario.builtin("demo").customers]
 PROBLEM_REASONS = {
     "not-synced",
     "existing-subscription",
@@ -38,7 +40,7 @@ def box() -> Iterator[Sandbox]:
 
 
 def diagnose(box: Sandbox, customer: str | None = None, subscription: str | None = None) -> Any:
-    return run_diagnose(services_for(box), DiagnoseRequest(customer, subscription))
+    return run_diagnose(services_for(box).diagnose_deps(), DiagnoseRequest(customer, subscription))
 
 
 def check(result: dict[str, Any], name: str) -> dict[str, Any]:
@@ -71,20 +73,20 @@ def test_each_demo_subscription_gets_the_reason_its_scenario_lists(
     [
         (
             demo.ADVENTURE_WORKS,
-            "provider-account",
+            ("provider-account",),
             f"Create a Provider Account with customer tenant id {demo.ADVENTURE_WORKS} "
             "(Partner Center customer 'Adventure Works Cycles') and set its Account.",
             [],
         ),
         (
             demo.TAILSPIN,
-            "provider-account-account",
+            ("provider-account-account",),
             "Set the Account lookup on Provider Account 'Tailspin Toys (CSP) - account not set'.",
             ["Tailspin Toys (CSP) - account not set"],
         ),
         (
             demo.WIDE_WORLD,
-            "provider-accounts-agree",
+            ("provider-accounts-agree",),
             "Point Provider Accounts 'Wide World Importers (CSP)', 'Wide World Importers EMEA "
             "(CSP)' at one Account (they map to 'Wide World Importers', 'Wide World Importers "
             "(EMEA)'), or delete the wrong one.",
@@ -92,21 +94,21 @@ def test_each_demo_subscription_gets_the_reason_its_scenario_lists(
         ),
         (
             demo.WINGTIP,
-            "subscription-account",
+            ("subscription-account",),
             "Move subscription record 'Wingtip Toys - Azure plan' from Account 'Wingtip Toys "
             "(Retail)' to 'Wingtip Toys', or correct the Provider Account's Account.",
             ["Wingtip Toys - Azure plan"],
         ),
         (
             demo.LITWARE,
-            "contracts",
+            ("contracts",),
             "Set Is Default = Yes on one active Billing Contract of 'Litware, Inc.' (one of "
             "'Litware - Annual', 'Litware - Monthly').",
             ["Litware - Annual", "Litware - Monthly"],
         ),
         (
             demo.PROSEWARE,
-            "contracts",
+            ("contracts",),
             "Set Is Default = Yes on one active Billing Contract of 'Proseware, Inc.' (one of "
             "'Proseware - Projects'), or reactivate its inactive default 'Proseware - Default "
             "(closed)'.",
@@ -114,20 +116,21 @@ def test_each_demo_subscription_gets_the_reason_its_scenario_lists(
         ),
         (
             demo.COHO,
-            "multiple-defaults",
+            # the contracts check fails too: rule 4 finds two defaults, not the one it needs
+            ("contracts", "multiple-defaults"),
             "Clear Is Default on one of: Coho Winery - Default, Coho Winery - Default (duplicate)",
             ["Coho Winery - Default", "Coho Winery - Default (duplicate)"],
         ),
     ],
 )
 def test_each_mapping_problem_fails_its_own_check_with_the_fix(
-    box: Sandbox, customer: str, failing: str, fix: str, named: list[str]
+    box: Sandbox, customer: str, failing: tuple[str, ...], fix: str, named: list[str]
 ) -> None:
     result = diagnose(box, customer=customer)
     assert result["ok"] is False
-    assert [c["check"] for c in failed_checks(result)] == [failing]
-    bad = check(result, failing)
-    assert bad["fix"] == fix
+    assert [c["check"] for c in failed_checks(result)] == list(failing)
+    assert {c["fix"] for c in failed_checks(result)} == {fix}
+    bad = check(result, failing[-1])
     assert sorted(r["name"] for r in bad["records"]) == named
     # and the new subscriptions carry the same fix (an existing one keeps its own)
     new = [s for s in result["subscriptions"] if s["reason"] != "existing-subscription"]
@@ -197,6 +200,85 @@ def test_a_subscription_partner_center_does_not_list_fails_clearly(box: Sandbox)
     assert result["subscriptions"] == []
 
 
+UNKNOWN_CUSTOMER = "c0000099-0000-4000-8000-000000000099"  # not in the demo's Partner Center
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        DiagnoseRequest(customer_id=UNKNOWN_CUSTOMER),
+        DiagnoseRequest(UNKNOWN_CUSTOMER, "5ab00001-0000-4000-8000-000000000001"),
+    ],
+)
+def test_a_customer_partner_center_does_not_list_is_said_first_without_mapping_advice(
+    box: Sandbox, request_: DiagnoseRequest
+) -> None:
+    result = run_diagnose(services_for(box).diagnose_deps(), request_)
+    first = result["checks"][0]
+    assert (first["check"], first["ok"]) == ("partner-center", False)
+    assert first["detail"] == f"Partner Center has no customer {UNKNOWN_CUSTOMER}"
+    assert [c["check"] for c in failed_checks(result)] == ["partner-center"]
+    assert check(result, "provider-account")["skipped"] is True
+    assert not any("Provider Account" in c["fix"] for c in result["checks"])
+    assert result["subscriptions"] == []
+
+
+def contract_accounts(result: dict[str, Any], table: str) -> set[str]:
+    """The Accounts whose Billing Contracts a check lists: the Accounts it judges."""
+    return {r["accountId"] for r in result["records"] if r["table"] == table and r.get("accountId")}
+
+
+@pytest.mark.parametrize("customer", DEMO_CUSTOMERS)
+def test_no_check_is_ok_while_a_later_check_fails_for_the_same_account(
+    box: Sandbox, customer: str
+) -> None:
+    deps = services_for(box).diagnose_deps()
+    table = deps.tables.billing_contract
+    checks = run_diagnose(deps, DiagnoseRequest(customer_id=customer))["checks"]
+    for n, passed in enumerate(checks):
+        if not passed["ok"] or passed.get("skipped"):
+            continue
+        for later in checks[n + 1 :]:
+            if not later["ok"]:
+                both = contract_accounts(passed, table) & contract_accounts(later, table)
+                assert not both, f"{passed['check']} ok, then {later['check']} fails for {both}"
+
+
+@pytest.mark.parametrize("customer", DEMO_CUSTOMERS)
+def test_the_contracts_check_agrees_with_the_subscriptions_rule_4_reasons(
+    box: Sandbox, customer: str
+) -> None:
+    result = diagnose(box, customer=customer)
+    contracts = check(result, "contracts")
+    reasons = {Reason(s["reason"]) for s in result["subscriptions"]}
+    if reasons & {Reason.NO_DEFAULT_CONTRACT, Reason.MULTIPLE_DEFAULT_CONTRACTS}:
+        assert contracts["ok"] is False
+    if Reason.DEFAULT_CONTRACT in reasons:
+        assert contracts["ok"] is True
+        assert "skipped" not in contracts
+
+
+DECISION_KEYS = ("recordId", "accountId", "action", "billingContractId", "reason")
+
+
+def test_diagnose_gives_every_subscription_the_decision_of_a_dry_run_sync(box: Sandbox) -> None:
+    before = writes(box)
+    synced = by_subscription(sync(box, dry_run=True))
+    assert synced, "the demo has subscriptions"
+    seen: dict[str, dict[str, Any]] = {}
+    for customer in DEMO_CUSTOMERS:
+        for row in diagnose(box, customer=customer)["subscriptions"]:
+            seen[row["subscriptionId"]] = row
+    for subscription_id, want in synced.items():
+        by_customer = seen[subscription_id]
+        [alone] = diagnose(box, subscription=subscription_id)["subscriptions"]
+        for key in DECISION_KEYS:
+            assert by_customer[key] == want[key], (subscription_id, key)
+            assert alone[key] == want[key], (subscription_id, key)
+    assert set(seen) == set(synced)
+    assert writes(box) == before
+
+
 def test_a_customer_is_diagnosed_with_targeted_reads_and_no_write(box: Sandbox) -> None:
     box.reset_counts()
     diagnose(box, customer=demo.WINGTIP)
@@ -224,7 +306,9 @@ def test_a_subscription_is_found_through_its_accounts_provider_account(box: Sand
 
 def test_the_setting_off_is_the_first_failed_check(start: Any) -> None:
     box = start(Scenario.builtin("setting-off"))
-    result = run_diagnose(services_for(box), DiagnoseRequest(customer_id=demo.CONTOSO))
+    result = run_diagnose(
+        services_for(box).diagnose_deps(), DiagnoseRequest(customer_id=demo.CONTOSO)
+    )
     first = failed_checks(result)[0]
     assert first["check"] == "setting"
     assert (
@@ -238,7 +322,7 @@ def test_duplicate_records_fail_the_record_check(world: World, start: Any) -> No
     sub = world.new_subscription(1, c1)
     world.record(2, sub)
     box = start(world.scenario())
-    result = run_diagnose(services_for(box), DiagnoseRequest(subscription_id=sub))
+    result = run_diagnose(services_for(box).diagnose_deps(), DiagnoseRequest(subscription_id=sub))
     bad = check(result, "subscription-record")
     assert bad["ok"] is False
     assert {r["id"] for r in bad["records"]} == {gid("rec", 1), gid("rec", 2)}
@@ -252,7 +336,7 @@ def test_a_customer_without_reseller_relationship_fails_the_partner_center_check
     a1 = world.account(1)
     c1 = world.customer(1, account_id=a1, relationship=False)
     box = start(world.scenario())
-    result = run_diagnose(services_for(box), DiagnoseRequest(customer_id=c1))
+    result = run_diagnose(services_for(box).diagnose_deps(), DiagnoseRequest(customer_id=c1))
     assert check(result, "partner-center")["ok"] is False
     assert result["errors"][0]["code"] == "20002"
     assert result["status"] == "partial"
@@ -262,7 +346,7 @@ def test_dataverse_down_is_a_failed_diagnosis_not_a_crash(start: Any) -> None:
     box = start(Scenario.builtin("demo"))
     box.faults.add({"service": "dataverse", "kind": "503", "every": 1})
     services = services_for(box, WORK365_MAX_ATTEMPTS="1")
-    result = run_diagnose(services, DiagnoseRequest(customer_id=demo.CONTOSO))
+    result = run_diagnose(services.diagnose_deps(), DiagnoseRequest(customer_id=demo.CONTOSO))
     assert (result["status"], result["ok"]) == ("failed", False)
     assert result["errors"][0]["service"] == "dataverse"
 

@@ -286,3 +286,13 @@ def test_each_condition_alone_gives_its_reason(
     reason: Reason, change: Callable[[Spec], None]
 ) -> None:
     assert only(plan(_build([change]))).reason is reason
+
+
+def test_the_precedence_table_is_the_order_of_the_reasons() -> None:
+    """CONDITIONS spell the table out by hand; `Reason` declares it in the same order, and a new
+    reason cannot skip the precedence tests (default-contract is the untouched world; error,
+    two records for one subscription, is tested above)."""
+    assert [*(reason for reason, _ in CONDITIONS), Reason.DEFAULT_CONTRACT, Reason.ERROR] == list(
+        Reason
+    )
+    assert only(plan(_build([]))).reason is Reason.DEFAULT_CONTRACT

@@ -19,6 +19,7 @@ from work365_fn.operations.fanout import (
     refuse_while_fanned_out,
     split,
 )
+from work365_fn.rules import LISTED, Reason, count_groups, count_reasons
 
 RUN = "7b1e5f0a-9c3d-4e2f-8a1b-2c3d4e5f6a7b"
 NEW_RUN = "1a2b3c4d-5e6f-4a1b-9c2d-3e4f5a6b7c8d"
@@ -54,15 +55,7 @@ def batch_doc(
     skipped: list[dict[str, str]] | None = None,
 ) -> dict[str, Any]:
     reasons = [r["reason"] for r in rows]
-    counts = {
-        "customers": len(customers),
-        "subscriptions": len(rows),
-        "assigned": reasons.count("default-contract"),
-        "unassigned": sum(r in {"no-default-contract", "unmapped-customer"} for r in reasons),
-        "unchanged": reasons.count("already-assigned"),
-        "failed": reasons.count("error"),
-        "created": 0,
-    }
+    counts = {"customers": len(customers), **count_groups(reasons), "created": 0}
     return {
         "runId": RUN,
         "kind": "sync",
@@ -74,7 +67,7 @@ def batch_doc(
             "status": status,
             "setting": setting or SETTING,
             "counts": counts,
-            "byReason": {r: reasons.count(r) for r in set(reasons)},
+            "byReason": {r: reasons.count(r) for r in set(reasons)},  # zeros left out
             "subscriptions": rows,
             "skippedCustomers": skipped or [],
             "errors": errors or [],
@@ -105,25 +98,19 @@ def test_batches_are_consecutive_slices_of_at_most_the_batch_size() -> None:
 
 def test_counts_and_reasons_are_summed_and_rows_concatenated_in_order(tmp_path: Path) -> None:
     store = FileRunStore(tmp_path)
+    rows = [row(1, 1), row(2, 2, "no-default-contract"), row(3, 3), row(3, 4, "already-assigned")]
     agg, result = aggregate(
         store,
-        batch_doc(0, [1, 2], [row(1, 1), row(2, 2, "no-default-contract")]),
-        batch_doc(1, [3, 4], [row(3, 3), row(3, 4, "already-assigned")]),
+        batch_doc(0, [1, 2], rows[:2]),
+        batch_doc(1, [3, 4], rows[2:]),
         batch_doc(2, [5], []),
     )
 
-    assert result["counts"] == {
-        "customers": 5,
-        "subscriptions": 4,
-        "assigned": 2,
-        "unassigned": 1,
-        "unchanged": 1,
-        "failed": 0,
-        "created": 0,
-    }
-    assert result["byReason"]["default-contract"] == 2
-    assert result["byReason"]["not-synced"] == 0  # every reason listed, zeros included
-    assert len(result["byReason"]) == 11
+    reasons = [r["reason"] for r in rows]
+    assert result["counts"] == {"customers": 5, **count_groups(reasons), "created": 0}
+    assert result["counts"]["subscriptions"] == len(rows)
+    assert result["byReason"] == count_reasons(reasons)  # every reason, zeros included
+    assert set(result["byReason"]) == {reason.value for reason in Reason}
     assert [r["subscriptionId"][-1] for r in result["subscriptions"]] == ["1", "2", "3", "4"]
     assert result["status"] == "succeeded"
     assert (result["runId"], result["mode"], result["dryRun"]) == (RUN, "full", False)
@@ -133,7 +120,9 @@ def test_counts_and_reasons_are_summed_and_rows_concatenated_in_order(tmp_path: 
         "warnings",
     ]  # fmt: skip
     assert agg.log_line() == {k: v for k, v in result.items() if k != "subscriptions"}
-    assert agg.notification()["subscriptions"] == [row(2, 2, "no-default-contract")]
+    listed = [r for r in rows if r["reason"] in LISTED]
+    assert listed == [row(2, 2, "no-default-contract")]
+    assert agg.notification()["subscriptions"] == listed
 
 
 def test_rows_out_of_order_across_batches_are_still_sorted(tmp_path: Path) -> None:

@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
-from work365_fn.operations import jobs
-from work365_fn.operations.jobs import BadMessage, Batch, JobMessage, JobUnavailable, resolve
+from work365_fn.operations.jobs import JobUnavailable, resolve
+from work365_fn.operations.run_documents import BadMessage, JobMessage
+from work365_fn.operations.run_documents import CustomerBatch as Batch
 
 RUN = "5D0C7A59-7F11-4B0E-9D59-6D0F3E7C2A10"
 CUSTOMER = "c0000001-0000-4000-8000-000000000001"
@@ -86,19 +87,17 @@ def test_a_bad_message_names_the_field(raw: bytes, field: str) -> None:
     assert caught.value.field == field
 
 
-def test_the_registry_resolves_sync_lazily() -> None:
-    assert resolve("sync") is jobs.sync_job
-    assert set(jobs.JOB_KINDS) >= {"sync", "report", "backfill"}
-    assert jobs.JOB_KINDS["report"] == "work365_fn.operations.report:report_job"
-    assert jobs.JOB_KINDS["backfill"] == "work365_fn.operations.backfill:backfill_job"
+def _job(payload: dict[str, Any], run_id: str) -> dict[str, Any]:
+    return {"runId": run_id}
+
+
+KINDS = {"sync": _job, "report": _job, "backfill": _job}
+
+
+def test_a_registered_kind_resolves_to_its_callable() -> None:
+    assert resolve(KINDS, "sync") is _job
 
 
 def test_an_unknown_kind_is_a_clear_error() -> None:
     with pytest.raises(JobUnavailable, match=r"unknown job kind 'nope' \(known: backfill, "):
-        resolve("nope")
-
-
-def test_a_kind_whose_code_is_missing_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(jobs.JOB_KINDS, "ghost", "work365_fn.no_such_module:job")
-    with pytest.raises(JobUnavailable, match=r"work365_fn\.no_such_module:job not found"):
-        resolve("ghost")
+        resolve(KINDS, "nope")

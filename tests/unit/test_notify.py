@@ -13,9 +13,16 @@ import requests
 import responses
 from responses import matchers
 
-from work365_fn.adapters.notify import MAX_ATTEMPTS, MAX_LISTED, Notifier, notify_run, teams_card
+from work365_fn.adapters.notify import (
+    MAX_ATTEMPTS,
+    MAX_LISTED,
+    Delivery,
+    Notifier,
+    notify_run,
+    teams_card,
+)
 from work365_fn.errors import InvalidSettingError
-from work365_fn.rules import Action, Decision, Reason
+from work365_fn.rules import LISTED, Action, Decision, Reason
 from work365_fn.rules.model import AssociationSetting, PcSubscription
 from work365_fn.rules.summary import RunSummary
 from work365_fn.settings import Settings
@@ -66,7 +73,7 @@ def summary(reasons: list[Reason], *, errors: int = 0) -> RunSummary:
 
 def notifier(fmt: str = "teams", sleeps: list[float] | None = None) -> Notifier:
     recorder = sleeps if sleeps is not None else []
-    return Notifier(SIGNED, fmt, report_url=REPORT, sleep=recorder.append)
+    return Notifier(SIGNED, fmt, report_url=REPORT, delivery=Delivery(sleep=recorder.append))
 
 
 def sent(call: Any) -> dict[str, Any]:
@@ -103,7 +110,7 @@ def test_an_unassigned_subscription_posts_an_adaptive_card() -> None:
     counts = {f["title"]: f["value"] for f in card["body"][2]["facts"]}
     assert counts["unassigned"] == "1"
     listed = card["body"][3]["facts"]
-    assert [f["title"] for f in listed] == ["no-default-contract"]
+    assert [f["title"] for f in listed] == [d.reason for d in run.decisions if d.reason in LISTED]
     assert card["actions"] == [
         {"type": "Action.OpenUrl", "title": "Open the report", "url": REPORT}
     ]
@@ -115,6 +122,23 @@ def test_the_card_lists_a_capped_number_and_says_how_many_more() -> None:
     assert len(body[3]["facts"]) == MAX_LISTED
     assert body[4]["text"] == "and 4 more"
     assert "actions" not in card["attachments"][0]["content"]  # no report URL set
+
+
+def test_the_card_counts_every_reason_that_occurred_and_no_other() -> None:
+    reasons = [*Reason, Reason.ERROR, Reason.DEFAULT_CONTRACT]
+    run = summary(reasons)
+    card = teams_card(run.to_json())["attachments"][0]["content"]
+    [by_reason] = [
+        block
+        for block in card["body"]
+        if block["type"] == "FactSet" and block["facts"][0]["title"] == Reason.NOT_SYNCED
+    ]
+    shown = {f["title"]: f["value"] for f in by_reason["facts"]}
+    assert shown == {r: str(n) for r, n in run.by_reason().items() if n}
+
+    only_one = teams_card(summary([Reason.SETTING_OFF]).to_json())["attachments"][0]["content"]
+    assert {"title": "setting-off", "value": "1"} in only_one["body"][-1]["facts"]
+    assert len(only_one["body"][-1]["facts"]) == 1  # the zeros are left out
 
 
 def test_the_json_format_posts_the_summary() -> None:

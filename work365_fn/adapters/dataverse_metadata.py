@@ -83,7 +83,23 @@ class Check:
 def check_schema(client: DataverseClient, schema: Schema) -> list[Check]:
     """Every configured table, column and lookup against the metadata. Reads only."""
     checks: list[Check] = []
-    tables: dict[str, tuple[_Table, list[str]]] = {
+    present: set[str] = set()
+    for label, (table, columns) in _configured_tables(schema).items():
+        found, check = _table_check(client, label, table)
+        checks.append(check)
+        if not found:
+            continue
+        present.add(table.table)
+        checks.extend(_column_checks(client, table, columns))
+    checks.extend(_lookup_checks(client, schema, present))
+    if schema.subscription.table in present:
+        checks.append(_alternate_key_check(client, schema))
+    return checks
+
+
+def _configured_tables(schema: Schema) -> dict[str, tuple[_Table, list[str]]]:
+    """Each table of the map by its label, with the columns checked besides its name column."""
+    return {
         "subscription": (
             schema.subscription,
             [schema.subscription.provider_subscription_id, *schema.subscription.billing_references],
@@ -96,42 +112,47 @@ def check_schema(client: DataverseClient, schema: Schema) -> list[Check]:
         "setting": (schema.setting, [schema.setting.associate_default]),
         "account": (schema.account, []),
     }
-    present: set[str] = set()
-    for label, (table, columns) in tables.items():
-        try:
-            definition = client.entity_definition(table.table)
-        except NotFoundError:
-            checks.append(Check(f"{label} table", False, f"no table named {table.table}"))
-            continue
-        except ApiError as exc:
-            checks.append(Check(f"{label} table", False, f"cannot read metadata: {exc}"))
-            continue
-        present.add(table.table)
-        entity_set = str(definition.get("EntitySetName", ""))
-        id_attr = str(definition.get("PrimaryIdAttribute", ""))
-        problems = []
-        if entity_set != table.entity_set:
-            problems.append(f"entity set is {entity_set}, the map says {table.entity_set}")
-        if id_attr != table.id:
-            problems.append(f"primary id is {id_attr}, the map says {table.id}")
+
+
+def _table_check(client: DataverseClient, label: str, table: _Table) -> tuple[bool, Check]:
+    """(whether the table exists, its check: entity set and primary id as the map says)."""
+    name = f"{label} table"
+    try:
+        definition = client.entity_definition(table.table)
+    except NotFoundError:
+        return False, Check(name, False, f"no table named {table.table}")
+    except ApiError as exc:
+        return False, Check(name, False, f"cannot read metadata: {exc}")
+    entity_set = str(definition.get("EntitySetName", ""))
+    id_attr = str(definition.get("PrimaryIdAttribute", ""))
+    problems = []
+    if entity_set != table.entity_set:
+        problems.append(f"entity set is {entity_set}, the map says {table.entity_set}")
+    if id_attr != table.id:
+        problems.append(f"primary id is {id_attr}, the map says {table.id}")
+    return True, Check(name, not problems, "; ".join(problems) or f"{table.table} ({entity_set})")
+
+
+def _column_checks(client: DataverseClient, table: _Table, columns: list[str]) -> list[Check]:
+    """One check per configured column of an existing table (its name column first)."""
+    attributes = {str(a.get("LogicalName", "")).lower() for a in client.attributes(table.table)}
+    name_column: str | None = getattr(table, "name", None)
+    checks = []
+    for column in [c for c in [name_column, *columns] if c]:
+        found = column.lower() in attributes
         checks.append(
             Check(
-                f"{label} table",
-                not problems,
-                "; ".join(problems) or f"{table.table} ({entity_set})",
+                f"{table.table}.{column}",
+                found,
+                "present" if found else f"no column {column} on {table.table}",
             )
         )
-        attributes = {str(a.get("LogicalName", "")).lower() for a in client.attributes(table.table)}
-        name_column: str | None = getattr(table, "name", None)
-        for column in [c for c in [name_column, *columns] if c]:
-            found = column.lower() in attributes
-            checks.append(
-                Check(
-                    f"{table.table}.{column}",
-                    found,
-                    "present" if found else f"no column {column} on {table.table}",
-                )
-            )
+    return checks
+
+
+def _lookup_checks(client: DataverseClient, schema: Schema, present: set[str]) -> list[Check]:
+    """One check per lookup of the map: its navigation property, where its table exists."""
+    checks = []
     for table_name, attribute, referenced in schema.lookups():
         name = f"{table_name}.{attribute} -> {referenced}"
         if table_name not in present:
@@ -143,20 +164,21 @@ def check_schema(client: DataverseClient, schema: Schema) -> list[Check]:
             checks.append(Check(name, False, f"no lookup {attribute} to {referenced}"))
             continue
         checks.append(Check(name, True, f"navigation property {nav}"))
-    if schema.subscription.table in present:
-        key = has_alternate_key(
-            client, schema.subscription.table, schema.subscription.provider_subscription_id
-        )
-        checks.append(
-            Check(
-                "alternate key on provider subscription id",
-                True,
-                (
-                    "present: create mode creates through the key, so no duplicate can arise"
-                    if key
-                    else "absent: create mode uses deterministic ids; do not run it beside "
-                    "another provider sync (see README)"
-                ),
-            )
-        )
     return checks
+
+
+def _alternate_key_check(client: DataverseClient, schema: Schema) -> Check:
+    """Informational (always ok): whether create mode can create through the alternate key."""
+    key = has_alternate_key(
+        client, schema.subscription.table, schema.subscription.provider_subscription_id
+    )
+    return Check(
+        "alternate key on provider subscription id",
+        True,
+        (
+            "present: create mode creates through the key, so no duplicate can arise"
+            if key
+            else "absent: create mode uses deterministic ids; do not run it beside "
+            "another provider sync (see docs/configuration.md, Create mode)"
+        ),
+    )

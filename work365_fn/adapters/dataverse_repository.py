@@ -428,6 +428,17 @@ class Repository:
             )
         return match.group(1).lower()
 
+    # ---- typed questions of one diagnosis ---------------------------------------------------
+
+    def contracts_of_accounts(self, account_ids: Sequence[str]) -> list[BillingContract]:
+        """Every contract of some Accounts, active or not, default or not (In on the lookup, in
+        chunks of IN_CHUNK ids): what diagnose shows of an Account."""
+        column = lookup(self.schema.billing_contract.account)
+        out: list[BillingContract] = []
+        for chunk in _chunks(sorted({norm_id(a) for a in account_ids}), IN_CHUNK):
+            out.extend(self.contracts(odata_in(column, chunk)))
+        return out
+
 
 def _latest_enabling(details: list[dict[str, Any]], column: str) -> tuple[datetime | None, int]:
     """The latest dated change of `column` to true, and how many such changes had no date."""

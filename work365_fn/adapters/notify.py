@@ -1,7 +1,7 @@
 """A digest after each timer run that left anything unassigned or failed, POSTed to
 WORK365_NOTIFY_URL: a Teams Workflows webhook (an Adaptive Card: counts, the unassigned
-subscriptions with their reasons, a link to the report) or a Power Automate HTTP trigger (the
-summary JSON), by WORK365_NOTIFY_FORMAT.
+subscriptions with their reasons, the count of every reason that occurred, a link to the
+report) or a Power Automate HTTP trigger (the summary JSON), by WORK365_NOTIFY_FORMAT.
 
 Retried on 429 (honouring Retry-After), 5xx and dropped connections; never fails the run (a
 warning is logged); never logs the URL (it carries the trigger's signature).
@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import requests
@@ -24,7 +25,7 @@ from tenacity import (
 )
 
 from work365_fn.adapters.transport import build_session, parse_retry_after
-from work365_fn.rules import UNASSIGNED, Reason
+from work365_fn.rules import LISTED
 from work365_fn.rules.summary import RunSummary
 from work365_fn.settings import Settings
 
@@ -35,7 +36,6 @@ MAX_ATTEMPTS = 4
 MAX_WAIT_SECONDS = 60.0
 TIMEOUT = (10.0, 30.0)
 CARD_CONTENT_TYPE = "application/vnd.microsoft.card.adaptive"
-LISTED = frozenset(r.value for r in UNASSIGNED | {Reason.ERROR})
 
 
 class _Retryable(Exception):
@@ -53,55 +53,16 @@ def worth_sending(summary: dict[str, Any]) -> bool:
 
 
 def teams_card(summary: dict[str, Any], report_url: str | None = None) -> dict[str, Any]:
-    """The message a Teams Workflows "When a Teams webhook request is received" flow posts."""
-    counts = summary["counts"]
-    rows = [s for s in summary.get("subscriptions", []) if s["reason"] in LISTED]
-    title = (
-        f"Work 365: {counts['unassigned']} subscription(s) left unassigned, "
-        f"{counts['failed']} failed"
-    )
-    body: list[dict[str, Any]] = [
-        {"type": "TextBlock", "text": title, "weight": "Bolder", "size": "Medium", "wrap": True},
-        {
-            "type": "TextBlock",
-            "text": f"Run {summary['runId']}: status {summary['status']}, "
-            f"finished {summary.get('finishedAt')}",
-            "isSubtle": True,
-            "wrap": True,
-        },
-        {
-            "type": "FactSet",
-            "facts": [{"title": k, "value": str(v)} for k, v in counts.items()],
-        },
+    """The message a Teams Workflows "When a Teams webhook request is received" flow posts:
+    the headline, the counts, the listed subscriptions (`rules.LISTED`), every reason that
+    occurred with its count, and the first error."""
+    body = [
+        *_headline(summary),
+        _facts({k: str(v) for k, v in summary["counts"].items()}),
+        *_listed(summary),
+        *_reasons(summary),
+        *_errors(summary),
     ]
-    if rows:
-        body.append(
-            {
-                "type": "FactSet",
-                "facts": [
-                    {
-                        "title": s["reason"],
-                        "value": f"{s['subscriptionId']} (customer {s['customerId']})",
-                    }
-                    for s in rows[:MAX_LISTED]
-                ],
-            }
-        )
-        if len(rows) > MAX_LISTED:
-            body.append(
-                {"type": "TextBlock", "text": f"and {len(rows) - MAX_LISTED} more", "wrap": True}
-            )
-    errors = summary.get("errors", [])
-    if errors:
-        body.append(
-            {
-                "type": "TextBlock",
-                "text": f"{len(errors)} error(s); first: {errors[0].get('service')} "
-                f"{errors[0].get('status')} {str(errors[0].get('message', ''))[:200]}",
-                "wrap": True,
-                "color": "Attention",
-            }
-        )
     card: dict[str, Any] = {
         "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
         "type": "AdaptiveCard",
@@ -118,6 +79,73 @@ def teams_card(summary: dict[str, Any], report_url: str | None = None) -> dict[s
     }
 
 
+Block = dict[str, Any]
+
+
+def _text(text: str, **style: Any) -> Block:
+    return {"type": "TextBlock", "text": text, "wrap": True, **style}
+
+
+def _facts(facts: dict[str, str] | list[tuple[str, str]]) -> Block:
+    pairs = facts.items() if isinstance(facts, dict) else facts
+    return {"type": "FactSet", "facts": [{"title": k, "value": v} for k, v in pairs]}
+
+
+def _headline(summary: dict[str, Any]) -> list[Block]:
+    counts = summary["counts"]
+    title = (
+        f"Work 365: {counts['unassigned']} subscription(s) left unassigned, "
+        f"{counts['failed']} failed"
+    )
+    run = (
+        f"Run {summary['runId']}: status {summary['status']}, finished {summary.get('finishedAt')}"
+    )
+    return [_text(title, weight="Bolder", size="Medium"), _text(run, isSubtle=True)]
+
+
+def _listed(summary: dict[str, Any]) -> list[Block]:
+    """The subscriptions an admin acts on, at most MAX_LISTED of them."""
+    rows = [s for s in summary.get("subscriptions", []) if s["reason"] in LISTED]
+    if not rows:
+        return []
+    shown = [
+        (s["reason"], f"{s['subscriptionId']} (customer {s['customerId']})")
+        for s in rows[:MAX_LISTED]
+    ]
+    more = len(rows) - MAX_LISTED
+    return [_facts(shown)] + ([_text(f"and {more} more")] if more > 0 else [])
+
+
+def _reasons(summary: dict[str, Any]) -> list[Block]:
+    """Every reason that occurred (`byReason` without its zeros), so none goes unseen."""
+    occurred = {k: str(n) for k, n in summary.get("byReason", {}).items() if n}
+    return [_text("By reason", weight="Bolder"), _facts(occurred)] if occurred else []
+
+
+def _errors(summary: dict[str, Any]) -> list[Block]:
+    errors = summary.get("errors", [])
+    if not errors:
+        return []
+    first = errors[0]
+    return [
+        _text(
+            f"{len(errors)} error(s); first: {first.get('service')} {first.get('status')} "
+            f"{str(first.get('message', ''))[:200]}",
+            color="Attention",
+        )
+    ]
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """How a digest is posted: the CA bundle to trust (`verify`), the attempts, the sleep
+    between them (injected in tests)."""
+
+    verify: str | bool = True
+    max_attempts: int = MAX_ATTEMPTS
+    sleep: Callable[[float], None] = time.sleep
+
+
 class Notifier:
     def __init__(
         self,
@@ -126,17 +154,13 @@ class Notifier:
         *,
         report_url: str | None = None,
         session: requests.Session | None = None,
-        sleep: Callable[[float], None] = time.sleep,
-        verify: str | bool = True,
-        max_attempts: int = MAX_ATTEMPTS,
+        delivery: Delivery = Delivery(),
     ) -> None:
         self._url = url
         self.format = fmt
         self.report_url = report_url
         self._session = session or build_session(pool_size=2)
-        self._sleep = sleep
-        self._verify = verify
-        self._max_attempts = max_attempts
+        self._delivery = delivery
 
     def __repr__(self) -> str:  # never the URL
         return f"Notifier(format={self.format!r})"
@@ -156,8 +180,7 @@ class Notifier:
             settings.notify_format,
             report_url=settings.report_url,
             session=session,
-            sleep=sleep or time.sleep,
-            verify=settings.ca_bundle or True,
+            delivery=Delivery(verify=settings.ca_bundle or True, sleep=sleep or time.sleep),
         )
 
     def payload(self, summary: dict[str, Any]) -> dict[str, Any]:
@@ -177,8 +200,8 @@ class Notifier:
         retrying = Retrying(
             retry=retry_if_exception_type(_Retryable),
             wait=_wait,
-            stop=stop_after_attempt(self._max_attempts),
-            sleep=self._sleep,
+            stop=stop_after_attempt(self._delivery.max_attempts),
+            sleep=self._delivery.sleep,
             reraise=True,
         )
         try:
@@ -187,7 +210,7 @@ class Notifier:
             log.warning(
                 "[run %s] notification not delivered after %d attempts (%s)",
                 run_id,
-                self._max_attempts,
+                self._delivery.max_attempts,
                 exc,
             )
             return False
@@ -203,7 +226,11 @@ class Notifier:
     def _post(self, body: dict[str, Any]) -> None:
         try:
             response = self._session.post(
-                self._url, json=body, timeout=TIMEOUT, verify=self._verify, allow_redirects=False
+                self._url,
+                json=body,
+                timeout=TIMEOUT,
+                verify=self._delivery.verify,
+                allow_redirects=False,
             )
         except (requests.ConnectionError, requests.Timeout) as exc:
             # The exception text names the URL: only its type is kept.

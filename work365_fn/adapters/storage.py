@@ -23,6 +23,7 @@ import tempfile
 import threading
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -332,6 +333,21 @@ class LeaseTakenError(Work365Error):
         super().__init__(f"{lock} is held by run {holder or '(unknown)'}")
 
 
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class LeaseTerms:
+    """How a lease is held: its length in seconds, how often the background thread renews it
+    (0 = never), the clock that stamps `acquiredat`, and a hook called after each renewal."""
+
+    duration: int = LEASE_SECONDS
+    renew_every: float = LEASE_RENEW_SECONDS
+    clock: Callable[[], datetime] = _utc_now
+    on_renew: Callable[[], None] | None = None
+
+
 class Lease:
     """An exclusive blob lease for one run: `with lease:` acquires it (60 s), renews it every
     20 s from a background thread, records the holder's run id in the blob's metadata (`runid`)
@@ -342,19 +358,15 @@ class Lease:
         container: ContainerClient,
         blob_name: str,
         run_id: str,
-        *,
-        duration: int = LEASE_SECONDS,
-        renew_every: float = LEASE_RENEW_SECONDS,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-        on_renew: Callable[[], None] | None = None,
+        terms: LeaseTerms = LeaseTerms(),
     ) -> None:
         self._container = container
         self._blob: BlobClient = container.get_blob_client(blob_name)
         self.run_id = run_id
-        self.duration = duration
-        self.renew_every = renew_every
-        self._clock = clock
-        self._on_renew = on_renew
+        self.duration = terms.duration
+        self.renew_every = terms.renew_every
+        self._clock = terms.clock
+        self._on_renew = terms.on_renew
         self._lease: Any = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -590,8 +602,9 @@ class AppStorage:
     def jobs(self) -> JobQueue:
         return JobQueue(self.queue())
 
-    def lease(self, run_id: str, blob_name: str = FULL_SYNC_LOCK, **options: Any) -> Lease:
-        return Lease(self.container(), blob_name, run_id, **options)
+    def lease(self, run_id: str, blob_name: str = FULL_SYNC_LOCK, **terms: Any) -> Lease:
+        """`terms` are the fields of `LeaseTerms` (e.g. `renew_every=0`)."""
+        return Lease(self.container(), blob_name, run_id, LeaseTerms(**terms))
 
 
 # A logger of its own, not under "azure": the storage SDK's per-request INFO lines would flood

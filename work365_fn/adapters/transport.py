@@ -268,30 +268,46 @@ def parse_retry_after(value: str | None) -> float | None:
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
+@dataclass(frozen=True)
+class ServiceApi:
+    """What a transport knows of the service it speaks to: its name (in errors and logs), how
+    its error bodies read, and the response header that carries its request id."""
+
+    name: str
+    parse_error: ErrorParser
+    request_id_header: str | None = None
+
+
+@dataclass(frozen=True)
+class HttpOptions:
+    """Per-request options for `requests`: (connect, read) timeouts and TLS verification (True
+    or a CA bundle path)."""
+
+    timeout: tuple[float, float] = (10.0, 60.0)
+    verify: str | bool = True
+
+
 class Transport:
     """Sends requests for one service with auth, retries and typed errors."""
 
     def __init__(
         self,
-        service: str,
+        api: ServiceApi,
         session: requests.Session,
         tokens: TokenProvider,
         retry: RetryPolicy,
-        error_parser: ErrorParser,
         *,
-        timeout: tuple[float, float] = (10.0, 60.0),
-        verify: str | bool = True,
-        request_id_header: str | None = None,
+        http: HttpOptions = HttpOptions(),
         limiter: RateLimiter | None = None,
     ) -> None:
-        self.service = service
+        self.service = api.name
         self._session = session
         self._tokens = tokens
         self._retry = retry
-        self._parse_error = error_parser
-        self._timeout = timeout
-        self._verify = verify
-        self._request_id_header = request_id_header
+        self._parse_error = api.parse_error
+        self._timeout = http.timeout
+        self._verify = http.verify
+        self._request_id_header = api.request_id_header
         self.limiter = limiter
 
     def send(

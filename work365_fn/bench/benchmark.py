@@ -9,8 +9,8 @@ incremental run.
 
 Each run happens in a fresh child process (spawned, so it shares no memory with the sandbox or
 the generator), whose peak RSS (`resource.getrusage`) is the run's. Requests are the sandbox's
-counts. `minimalRequests` is the formula in the README ("Benchmark"), computed from the scenario
-alone; `ratio` is requests / minimal.
+counts. `minimalRequests` is the formula in docs/performance.md ("Benchmark"), computed from the
+scenario alone; `ratio` is requests / minimal.
 """
 
 from __future__ import annotations
@@ -78,65 +78,92 @@ def generate(config: BenchConfig, now: datetime) -> Generated:
     """The scenario (raw JSON form), deterministic for a seed (dates relative to `now`)."""
     rng = random.Random(config.seed)  # noqa: S311 - reproducible test data, not secrets
     cutoff = now - timedelta(days=60)
-    new_on, old_on = now - timedelta(days=30), now - timedelta(days=400)
-    accounts, pas, contracts, records, customers = [], [], [], [], []
-    customer_ids, account_ids = [], []
-    writes = 0
+    rows = _Rows(config, rng, now)
     for c in range(config.customers):
-        customer, account = _guid(rng), _guid(rng)
-        customer_ids.append(customer)
-        account_ids.append(account)
-        accounts.append({"id": account, "name": f"Customer {c}"})
-        pas.append(
-            {"id": _guid(rng), "customerId": customer, "accountId": account, "name": f"PA {c}"}
-        )
-        contract = _guid(rng)
-        contracts.append(
-            {"id": contract, "accountId": account, "name": f"Default {c}", "isDefault": True}
-        )
-        subs = []
-        for s in range(config.subscriptions_per_customer):
-            sub_id = _guid(rng)
-            new = rng.random() < config.new_fraction
-            created = new_on if new else old_on
-            writes += new
-            subs.append(
-                {
-                    "id": sub_id,
-                    "offerId": "CFQ7TTC0LFLX",
-                    "offerName": "Microsoft 365 E3",
-                    "friendlyName": f"E3 {c}-{s}",
-                    "quantity": 1 + s,
-                    "status": "active",
-                    "billingType": "license",
-                    "creationDate": format_timestamp(created - timedelta(hours=1)),
-                }
-            )
-            assigned = not new and s % 2 == 0
-            records.append(
-                {
-                    "id": _guid(rng),
-                    "providerSubscriptionId": sub_id,
-                    "accountId": account,
-                    "billingContractId": contract if assigned else None,
-                    "createdOn": format_timestamp(new_on if new or assigned else old_on),
-                    "name": f"E3 {c}-{s}",
-                }
-            )
-        customers.append({"id": customer, "companyName": f"Customer {c}", "subscriptions": subs})
+        rows.add_customer(c)
     raw = {
         "description": f"bench: {config.customers} x {config.subscriptions_per_customer}",
         "settings": {
             "associateDefaultBillingContract": True,
             "enabledOn": format_timestamp(cutoff),
         },
-        "accounts": accounts,
-        "providerAccounts": pas,
-        "billingContracts": contracts,
-        "subscriptions": records,
-        "partnerCenter": {"customers": customers},
+        "accounts": rows.accounts,
+        "providerAccounts": rows.pas,
+        "billingContracts": rows.contracts,
+        "subscriptions": rows.records,
+        "partnerCenter": {"customers": rows.customers},
     }
-    return Generated(raw, writes, len(records), customer_ids, account_ids)
+    return Generated(raw, rows.writes, len(rows.records), rows.customer_ids, rows.account_ids)
+
+
+class _Rows:
+    """The generated rows, drawn from `rng` in a fixed order (so a seed gives one scenario):
+    per customer its ids, then per subscription its id, whether it is new, its record's id."""
+
+    def __init__(self, config: BenchConfig, rng: random.Random, now: datetime) -> None:
+        self.config = config
+        self.rng = rng
+        self.new_on, self.old_on = now - timedelta(days=30), now - timedelta(days=400)
+        self.accounts: list[dict[str, Any]] = []
+        self.pas: list[dict[str, Any]] = []
+        self.contracts: list[dict[str, Any]] = []
+        self.records: list[dict[str, Any]] = []
+        self.customers: list[dict[str, Any]] = []
+        self.customer_ids: list[str] = []
+        self.account_ids: list[str] = []
+        self.writes = 0
+
+    def add_customer(self, c: int) -> None:
+        """Customer `c`: its Provider Account -> Account -> default contract, its subscriptions."""
+        rng = self.rng
+        customer, account = _guid(rng), _guid(rng)
+        self.customer_ids.append(customer)
+        self.account_ids.append(account)
+        self.accounts.append({"id": account, "name": f"Customer {c}"})
+        self.pas.append(
+            {"id": _guid(rng), "customerId": customer, "accountId": account, "name": f"PA {c}"}
+        )
+        contract = _guid(rng)
+        self.contracts.append(
+            {"id": contract, "accountId": account, "name": f"Default {c}", "isDefault": True}
+        )
+        subs = [
+            self._add_subscription(c, s, account, contract)
+            for s in range(self.config.subscriptions_per_customer)
+        ]
+        self.customers.append(
+            {"id": customer, "companyName": f"Customer {c}", "subscriptions": subs}
+        )
+
+    def _add_subscription(self, c: int, s: int, account: str, contract: str) -> dict[str, Any]:
+        """Subscription `s` of customer `c`: adds its Dataverse record, returns its Partner
+        Center form. New ones (the writes) are unassigned; of the rest, even ones are assigned."""
+        rng = self.rng
+        sub_id = _guid(rng)
+        new = rng.random() < self.config.new_fraction
+        created = self.new_on if new else self.old_on
+        self.writes += new
+        assigned = not new and s % 2 == 0
+        self.records.append(
+            {
+                "id": _guid(rng),
+                "providerSubscriptionId": sub_id,
+                "accountId": account,
+                "billingContractId": contract if assigned else None,
+                "createdOn": format_timestamp(self.new_on if new or assigned else self.old_on),
+                "name": f"E3 {c}-{s}",
+            }
+        )
+        return {
+            "id": sub_id,
+            "offerId": "CFQ7TTC0LFLX",
+            "offerName": "Microsoft 365 E3",
+            "friendlyName": f"E3 {c}-{s}",
+            "quantity": 1 + s,
+            "status": "active",
+            "billingType": "license",
+            "creationDate": format_timestamp(created - timedelta(hours=1)),
+        }
 
 
 def _pages(rows: int, size: int) -> int:

@@ -1,7 +1,7 @@
 """HTTP input checked field by field, for Power Automate: a bad field is a 400 that names it
 (`customerIds[2]`, `undo`, `async`), a body over 64 KiB is a 413, and nothing runs before the
-whole input is valid. The style of `triggers.SyncHttpRequest`, shared by the operations
-endpoints, and of `POST /api/sync`."""
+whole input is valid. Shared by every endpoint; the field rules themselves are in
+operations/inputs.py (a queued job checks its payload with the same ones)."""
 
 from __future__ import annotations
 
@@ -11,17 +11,16 @@ from typing import Any
 
 import azure.functions as func
 
-from work365_fn.rules.model import is_guid
+from work365_fn.operations.inputs import (
+    MAX_CUSTOMER_IDS,
+    BadRequest,
+    boolean,
+    guid,
+    guid_list,
+    optional_guid,
+)
 
 MAX_BODY_BYTES = 64 * 1024
-MAX_CUSTOMER_IDS = 1000
-
-
-class BadRequest(Exception):
-    def __init__(self, field: str, message: str, status: int = 400) -> None:
-        self.field = field
-        self.status = status
-        super().__init__(message)
 
 
 # Query parameters the Functions host itself uses: never "unknown".
@@ -58,15 +57,6 @@ def query(req: func.HttpRequest, known: Sequence[str]) -> dict[str, str]:
     return params
 
 
-def boolean(body: Mapping[str, Any], name: str, default: bool = False) -> bool:
-    value = body.get(name, default)
-    if value is None:
-        return default
-    if not isinstance(value, bool):
-        raise BadRequest(name, f"'{name}' must be true or false")
-    return value
-
-
 def query_boolean(params: Mapping[str, str], name: str, default: bool = False) -> bool:
     value = params.get(name)
     if value is None or value == "":
@@ -77,30 +67,15 @@ def query_boolean(params: Mapping[str, str], name: str, default: bool = False) -
     raise BadRequest(name, f"'{name}' must be true or false")
 
 
-def guid(value: Any, name: str) -> str:
-    """A GUID in the 8-4-4-4-12 form, lower-cased."""
-    if not isinstance(value, str) or not is_guid(value):
-        raise BadRequest(name, f"'{name}' is not a GUID")
-    return value.lower()
-
-
-def optional_guid(body: Mapping[str, Any], name: str) -> str | None:
-    value = body.get(name)
-    if value is None or value == "":
-        return None
-    return guid(value, name)
-
-
-def guid_list(body: Mapping[str, Any], name: str, limit: int = MAX_CUSTOMER_IDS) -> tuple[str, ...]:
-    """A list of GUIDs, lower-cased and de-duplicated in order."""
-    values = body.get(name)
-    if values is None:
-        return ()
-    if not isinstance(values, list):
-        raise BadRequest(name, f"'{name}' must be a list of GUIDs")
-    if len(values) > limit:
-        raise BadRequest(name, f"'{name}' takes at most {limit} ids")
-    out: dict[str, None] = {}
-    for i, value in enumerate(values):
-        out[guid(value, f"{name}[{i}]")] = None
-    return tuple(out)
+__all__ = [
+    "MAX_BODY_BYTES",
+    "MAX_CUSTOMER_IDS",
+    "BadRequest",
+    "boolean",
+    "guid",
+    "guid_list",
+    "json_body",
+    "optional_guid",
+    "query",
+    "query_boolean",
+]

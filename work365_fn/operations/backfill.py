@@ -25,8 +25,8 @@ from typing import Any
 
 from work365_fn.adapters.dataverse_metadata import SubscriptionBindings
 from work365_fn.adapters.dataverse_repository import Repository
+from work365_fn.adapters.schema import SubscriptionTable
 from work365_fn.adapters.storage import RunStore
-from work365_fn.composition import Services
 from work365_fn.errors import (
     ApiError,
     AuthError,
@@ -35,8 +35,8 @@ from work365_fn.errors import (
     Work365Error,
     error_json,
 )
-from work365_fn.operations.reader import read_tenant
-from work365_fn.operations.sync import RunLog
+from work365_fn.logs import RunLog
+from work365_fn.operations.reader import ReaderDeps, ReadOptions, read_tenant
 from work365_fn.rules import Reason, World, decide_for_record, plan
 from work365_fn.rules.fixes import billing_references_fix
 from work365_fn.rules.model import AssociationSetting, PcSubscription, SubscriptionRecord, norm_id
@@ -48,6 +48,19 @@ SCHEMA_VERSION = 1
 JOURNAL = "backfill-journal"
 JOURNAL_PAGE = 100  # entries per journal document
 BILLING_REFERENCES = "billing-references"  # the skip reason of records carrying references
+
+
+@dataclass(frozen=True)
+class BackfillDeps:
+    """What backfill uses: the tenant read, the repository it writes through, the write
+    bindings, where its journal lives, and the subscription table's names."""
+
+    reader: ReaderDeps
+    repository: Repository
+    bindings: Callable[[], SubscriptionBindings]
+    run_store: RunStore
+    table: SubscriptionTable
+    run_deadline_seconds: float | None = None
 
 
 class JournalNotFoundError(Work365Error):
@@ -117,7 +130,7 @@ class BackfillPlan:
 
 
 def plan_backfill(
-    services: Services,
+    deps: BackfillDeps,
     request: BackfillRequest,
     run_id: str,
     *,
@@ -128,14 +141,12 @@ def plan_backfill(
     """Read in bulk (with the billing reference columns) and plan. No write. Customers not read
     by `deadline` (monotonic seconds) are listed as skipped."""
     started = clock()
-    snapshot = read_tenant(
-        services,
-        run_id,
-        customer_ids=request.customer_ids,
-        references=True,
+    options = ReadOptions(
+        scope=request.customer_ids or None,
+        reference_columns=deps.table.billing_references,
         deadline=deadline,
-        monotonic=monotonic,
     )
+    snapshot = read_tenant(replace(deps.reader, monotonic=monotonic), run_id, options)
     world = snapshot.world()
     existing = [d for d in plan(world) if d.reason is Reason.EXISTING_SUBSCRIPTION]
     # The same rules, with the cutoff out of the way: these are decided as if they were new.
@@ -277,7 +288,7 @@ class Journal:
 
 
 def apply_backfill(
-    services: Services,
+    deps: BackfillDeps,
     bf: BackfillPlan,
     *,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
@@ -291,29 +302,38 @@ def apply_backfill(
     if not eligible:
         rlog.info("backfill: nothing to write")
         return
-    repo = services.repository()
-    bindings = services.bindings()
-    journal = Journal.open(services.run_store(), bf.run_id, clock)
-    journal.set_status("running")
-    columns = services.schema.subscription.billing_references
+    writing = _Writing(
+        repo=deps.repository,
+        bindings=deps.bindings(),
+        columns=deps.table.billing_references,
+        journal=Journal.open(deps.run_store, bf.run_id, clock),
+        rlog=rlog,
+    )
+    writing.journal.set_status("running")
     for item in eligible:
         if deadline is not None and monotonic() >= deadline:
             item.result = "deadline"
             item.message = "not written: the run's time budget ran out; run backfill again"
             continue
-        _write(repo, bf, item, journal, bindings, columns, rlog)
-    journal.set_status("finished")
+        _write(writing, bf, item)
+    writing.journal.set_status("finished")
 
 
-def _write(
-    repo: Repository,
-    bf: BackfillPlan,
-    item: Item,
-    journal: Journal,
-    bindings: SubscriptionBindings,
-    columns: Sequence[str],
-    rlog: RunLog,
-) -> None:
+@dataclass(frozen=True)
+class _Writing:
+    """What the writes of one backfill run go through: the repository and the subscription
+    lookups' bindings, the billing reference columns a re-read checks, the run's journal, its
+    log."""
+
+    repo: Repository
+    bindings: SubscriptionBindings
+    columns: Sequence[str]
+    journal: Journal
+    rlog: RunLog
+
+
+def _write(writing: _Writing, bf: BackfillPlan, item: Item) -> None:
+    repo, bindings, journal, rlog = writing.repo, writing.bindings, writing.journal, writing.rlog
     record = item.record
     for attempt in range(2):
         assert item.contract_id is not None and record.etag is not None
@@ -337,7 +357,7 @@ def _write(
             if attempt == 1:
                 item.result, item.message = "changed", "the record kept changing; left alone"
                 return
-            changed = _reread(repo, bf, item, columns)
+            changed = _reread(repo, bf, item, writing.columns)
             if changed is None:
                 return
             record = changed
@@ -393,7 +413,7 @@ def _reread(
 
 
 def undo_backfill(
-    services: Services,
+    deps: BackfillDeps,
     request: BackfillRequest,
     run_id: str,
     *,
@@ -403,35 +423,26 @@ def undo_backfill(
     assert request.undo is not None
     target = request.undo.lower()
     rlog = RunLog(log, {"run_id": run_id})
-    store = services.run_store()
-    journal = Journal(store, target, clock)
-    if not journal.load():
-        raise JournalNotFoundError(
-            f"no backfill journal for run {target}: check the run id (it is printed by "
-            "`backfill --apply`) and that the same run store is used (WORK365_STATE_DIR or the "
-            "app's storage account)"
-        )
+    journal = _undone_journal(deps.run_store, target, clock)
     started = clock()
-    repo = services.repository()
-    entity_set = services.schema.subscription.entity_set
-    items: list[dict[str, Any]] = []
     errors: list[dict[str, object]] = []
+    undo = _Undo(
+        repo=deps.repository,
+        entity_set=deps.table.entity_set,
+        journal=journal,
+        apply=request.apply,
+        run_id=run_id,
+        errors=errors,
+        rlog=rlog,
+    )
+    items: list[dict[str, Any]] = []
     customer_scope = set(request.customer_ids)
     for entry in journal.entries:  # each entry records its undo, page by page
         if entry.get("state") not in ("assigned", "pending"):
             continue
         if customer_scope and entry.get("customerId") not in customer_scope:
             continue
-        item = _undo_one(repo, entity_set, entry, journal, request.apply, run_id, errors, rlog)
-        items.append(item)
-    counts = {
-        "entries": len(items),
-        "eligible": sum(i["action"] == "clear" for i in items),
-        "cleared": sum(i["result"] == "cleared" for i in items),
-        "changed": sum(i["result"] == "changed" for i in items),
-        "skipped": sum(i["result"] == "skipped" for i in items),
-        "failed": sum(i["result"] == "failed" for i in items),
-    }
+        items.append(_undo_one(undo, entry))
     return {
         "schemaVersion": SCHEMA_VERSION,
         "runId": run_id,
@@ -442,7 +453,7 @@ def undo_backfill(
         "startedAt": format_timestamp(started),
         "finishedAt": format_timestamp(clock()),
         "setting": None,
-        "counts": counts,
+        "counts": _undo_counts(items),
         "items": items,
         "skippedCustomers": [],
         "errors": errors,
@@ -450,37 +461,92 @@ def undo_backfill(
     }
 
 
-def _undo_one(
-    repo: Repository,
-    entity_set: str,
-    entry: dict[str, Any],
-    journal: Journal,
-    apply: bool,
-    run_id: str,
-    errors: list[dict[str, object]],
-    rlog: RunLog,
-) -> dict[str, Any]:
-    record_id = str(entry["recordId"])
-    contract = str(entry["contractId"])
-    item: dict[str, Any] = {
-        "customerId": entry.get("customerId"),
-        "subscriptionId": entry.get("subscriptionId"),
-        "recordId": record_id,
-        "recordName": "",
-        "accountId": None,
-        "billingContractId": contract,
-        "action": "none",
-        "reason": "undo",
-        "result": "skipped",
-        "message": "",
+def _undone_journal(store: RunStore, target: str, clock: Callable[[], datetime]) -> Journal:
+    """The journal of the run to undo, or JournalNotFoundError saying what to check."""
+    journal = Journal(store, target, clock)
+    if not journal.load():
+        raise JournalNotFoundError(
+            f"no backfill journal for run {target}: check the run id (it is printed by "
+            "`backfill --apply`) and that the same run store is used (WORK365_STATE_DIR or the "
+            "app's storage account)"
+        )
+    return journal
+
+
+def _undo_counts(items: list[dict[str, Any]]) -> dict[str, int]:
+    return {
+        "entries": len(items),
+        "eligible": sum(i["action"] == "clear" for i in items),
+        "cleared": sum(i["result"] == "cleared" for i in items),
+        "changed": sum(i["result"] == "changed" for i in items),
+        "skipped": sum(i["result"] == "skipped" for i in items),
+        "failed": sum(i["result"] == "failed" for i in items),
     }
+
+
+@dataclass(frozen=True)
+class _Undo:
+    """What undoing a backfill run works with: the repository, the subscriptions' entity set,
+    the undone run's journal (each entry records its undo), whether to write, this run's id,
+    the run's error list (appended to) and its log."""
+
+    repo: Repository
+    entity_set: str
+    journal: Journal
+    apply: bool
+    run_id: str
+    errors: list[dict[str, object]]
+    rlog: RunLog
+
+    def mark(self, entry: dict[str, Any], state: str) -> None:
+        """Journal the entry's undo as `state`, now."""
+        self.journal.update(
+            entry, undo={"runId": self.run_id, "state": state, "at": self.journal.now()}
+        )
+
+
+def _undo_one(undo: _Undo, entry: dict[str, Any]) -> dict[str, Any]:
+    """Undo one journaled write (or say what undo would do): the item of the undo's result."""
+    item = _undo_item(entry)
     try:
-        record, _ = repo.record_row(record_id)
+        record, _ = undo.repo.record_row(item["recordId"])
     except NotFoundError:
         item["message"] = "the record no longer exists"
         return item
     item["recordName"] = record.name
     item["accountId"] = (record.account_id or "").lower() or None
+    if _left_alone(undo, entry, record, item):
+        return item
+    item["action"] = "clear"
+    if not undo.apply:
+        item["result"] = "planned"
+        return item
+    _clear(undo, entry, record, item)
+    return item
+
+
+def _undo_item(entry: dict[str, Any]) -> dict[str, Any]:
+    """The undo's item for a journal entry, before the record is read: skipped, no action."""
+    return {
+        "customerId": entry.get("customerId"),
+        "subscriptionId": entry.get("subscriptionId"),
+        "recordId": str(entry["recordId"]),
+        "recordName": "",
+        "accountId": None,
+        "billingContractId": str(entry["contractId"]),
+        "action": "none",
+        "reason": "undo",
+        "result": "skipped",
+        "message": "",
+    }
+
+
+def _left_alone(
+    undo: _Undo, entry: dict[str, Any], record: SubscriptionRecord, item: dict[str, Any]
+) -> bool:
+    """True (the item says why) when the record's lookup is not ours to clear: the backfill
+    stopped mid-write, the lookup is already empty, or the record changed since the write."""
+    contract = item["billingContractId"]
     current = (record.billing_contract_id or "").lower()
     undo_state = (entry.get("undo") or {}).get("state")
     if entry.get("state") == "pending":
@@ -492,13 +558,13 @@ def _undo_one(
             else f"the backfill stopped mid-write: the record is on contract {current}, but "
             "nothing proves it unchanged since; check it by hand"
         )
-        return item
+        return True
     if not current:
         item["result"] = "cleared" if undo_state == "pending" else "skipped"
         item["message"] = "the lookup is already empty"
-        if apply and undo_state == "pending":
-            journal.update(entry, undo={"runId": run_id, "state": "cleared", "at": journal.now()})
-        return item
+        if undo.apply and undo_state == "pending":
+            undo.mark(entry, "cleared")
+        return True
     if current != contract or record.etag != entry.get("etagAfter"):
         item["result"] = "changed"
         item["message"] = (
@@ -506,28 +572,36 @@ def _undo_one(
             if current != contract
             else "modified since the backfill (its ETag changed): left alone"
         )
-        return item
-    item["action"] = "clear"
-    if not apply:
-        item["result"] = "planned"
-        return item
+        return True
+    return False
+
+
+def _clear(
+    undo: _Undo, entry: dict[str, Any], record: SubscriptionRecord, item: dict[str, Any]
+) -> None:
+    """Clear the lookup our write set (If-Match: the ETag journaled after it), journaled before
+    and after."""
+    record_id, contract = item["recordId"], item["billingContractId"]
     assert record.etag is not None
-    journal.update(entry, undo={"runId": run_id, "state": "pending", "at": journal.now()})
+    undo.mark(entry, "pending")
     try:
-        repo.client.clear_lookup(entity_set, record_id, str(entry["navigation"]), etag=record.etag)
+        undo.repo.client.clear_lookup(
+            undo.entity_set, record_id, str(entry["navigation"]), etag=record.etag
+        )
     except ConflictError:
-        journal.update(entry, undo={"runId": run_id, "state": "changed", "at": journal.now()})
+        undo.mark(entry, "changed")
         item["result"], item["message"] = "changed", "modified meanwhile (412): left alone"
-        return item
+        return
     except ApiError as exc:
-        journal.update(entry, undo={"runId": run_id, "state": "failed", "at": journal.now()})
+        undo.mark(entry, "failed")
         item["result"], item["message"] = "failed", str(exc)
-        errors.append(error_json(exc, item["customerId"]))
-        return item
-    journal.update(entry, state="undone", undo={"runId": run_id, "state": "cleared"})
-    rlog.info("record %s: contract %s cleared (undo of %s)", record_id, contract, journal.run_id)
+        undo.errors.append(error_json(exc, item["customerId"]))
+        return
+    undo.journal.update(entry, state="undone", undo={"runId": undo.run_id, "state": "cleared"})
+    undo.rlog.info(
+        "record %s: contract %s cleared (undo of %s)", record_id, contract, undo.journal.run_id
+    )
     item["result"] = "cleared"
-    return item
 
 
 # ---- the whole run -------------------------------------------------------------------------
@@ -597,7 +671,7 @@ def failed_result(
 
 
 def run_backfill(
-    services: Services,
+    deps: BackfillDeps,
     request: BackfillRequest,
     run_id: str | None = None,
     *,
@@ -609,15 +683,15 @@ def run_backfill(
     failures make status `failed`; JournalNotFoundError propagates (a usage error)."""
     run_id = run_id or str(uuid.uuid4())
     rlog = RunLog(log, {"run_id": run_id})
-    monotonic = monotonic or services.monotonic  # the services' clock unless one is given
+    monotonic = monotonic or deps.reader.monotonic  # the reader's clock unless one is given
     deadline = monotonic() + request.budget_seconds if request.budget_seconds else None
     try:
         if request.undo:
             rlog.info("backfill undo of %s (apply: %s)", request.undo, request.apply)
-            return undo_backfill(services, request, run_id, clock=clock)
+            return undo_backfill(deps, request, run_id, clock=clock)
         rlog.info("backfill started (apply: %s)", request.apply)
         bf = plan_backfill(
-            services, request, run_id, clock=clock, deadline=deadline, monotonic=monotonic
+            deps, request, run_id, clock=clock, deadline=deadline, monotonic=monotonic
         )
         rlog.info(
             "backfill plan: %d existing unassigned, %d eligible",
@@ -627,20 +701,18 @@ def run_backfill(
         if on_plan is not None:
             on_plan(bf)
         if request.apply:
-            apply_backfill(services, bf, clock=clock, deadline=deadline, monotonic=monotonic)
+            apply_backfill(deps, bf, clock=clock, deadline=deadline, monotonic=monotonic)
         return result_json(bf, clock(), applied=request.apply)
     except (ApiError, AuthError) as exc:
         rlog.error("backfill failed: %s", exc)
         return failed_result(run_id, request, error_json(exc, None))
 
 
-def backfill_job(services: Services, payload: dict[str, Any], run_id: str) -> dict[str, Any]:
+def backfill_job(deps: BackfillDeps, payload: dict[str, Any], run_id: str) -> dict[str, Any]:
     """The async job (jobs registry "backfill"); `payload` is the validated HTTP body. Writes
     stop at the run deadline (WORK365_RUN_DEADLINE_SECONDS), below the host's timeout."""
-    request = replace(
-        request_from_payload(payload), budget_seconds=services.settings.run_deadline_seconds
-    )
-    return run_backfill(services, request, run_id)
+    request = replace(request_from_payload(payload), budget_seconds=deps.run_deadline_seconds)
+    return run_backfill(deps, request, run_id)
 
 
 def request_from_payload(payload: Mapping[str, Any]) -> BackfillRequest:

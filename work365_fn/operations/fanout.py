@@ -17,10 +17,11 @@
 
 The marker (run store: run id `full-sync`, document `fanout`: {"runId", "startedAt",
 "expiresAt", "batches"}) keeps every other whole-tenant run out while batches are in flight:
-taking the full-sync lease (Services.full_sync_lease) also checks it, so the timer skips, HTTP
-answers 409 and the CLI exits 1, all naming the fan-out run. A run that is not aggregated by
-`expiresAt` (WORK365_FANOUT_TIMEOUT_MINUTES after it started: the coordinator crashed, or batches
-are lost) no longer blocks: the next full run marks it `failed` (`timed-out`) and starts.
+taking the full-sync lease (composition.Services.full_sync_lease) also checks it, so the
+timer skips, HTTP answers 409 and the CLI exits 1, all naming the fan-out run. A run that is
+not aggregated by `expiresAt` (WORK365_FANOUT_TIMEOUT_MINUTES after it started: the
+coordinator crashed, or batches are lost) no longer blocks: the next full run marks it
+`failed` (`timed-out`) and starts.
 """
 
 from __future__ import annotations
@@ -31,48 +32,73 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
 
-from work365_fn.adapters.storage import FULL_SYNC_LOCK, LeaseTakenError, RunStore
-from work365_fn.errors import ApiError, AuthError, Work365Error
-from work365_fn.logs import run_context
+from work365_fn.adapters.partner_center import PartnerCenterClient
+from work365_fn.adapters.storage import FULL_SYNC_LOCK, JobQueue, LeaseTakenError, RunStore
+from work365_fn.errors import ApiError, AuthError, ConfigError, Work365Error, error_json
+from work365_fn.logs import log_summary_json, run_context
 from work365_fn.operations.incremental import (
     Mode,
     Watermark,
     choose_mode,
     load_watermark,
+    pending_customers,
     save_watermark,
 )
-from work365_fn.operations.jobs import (
+from work365_fn.operations.run_documents import (
     DONE,
     FAILED,
     MAX_DEQUEUE_COUNT,
     PARTIAL,
     RUNNING,
     SUCCEEDED,
-    Batch,
+    CustomerBatch,
     JobMessage,
+    batch_document,
+    error_document,
+    state_document,
 )
-from work365_fn.rules import UNASSIGNED, Reason
+from work365_fn.rules import LISTED, Reason, count_groups, count_reasons
 from work365_fn.rules.model import is_guid
 from work365_fn.rules.summary import SCHEMA_VERSION, RunSummary
 from work365_fn.rules.timestamps import format_timestamp, parse_timestamp
 
-if TYPE_CHECKING:
-    from work365_fn.composition import Services
+
+@dataclass(frozen=True)
+class FanoutSettings:
+    threshold: int  # WORK365_FANOUT_THRESHOLD (0: never fan out)
+    batch_size: int  # WORK365_FANOUT_BATCH_SIZE
+    timeout_minutes: float  # WORK365_FANOUT_TIMEOUT_MINUTES
+    overlap_hours: float
+    full_every_hours: float
+
+
+@dataclass(frozen=True)
+class FanoutDeps:
+    """What fan-out uses. `run_store` / `job_queue` are None without app storage."""
+
+    settings: FanoutSettings
+    run_store: RunStore | None
+    job_queue: Callable[[], JobQueue]
+    partner_center: Callable[[str], PartnerCenterClient]
+    full_sync_lease: Callable[[str], AbstractContextManager[object]]
+    notify: Callable[[dict[str, Any]], bool]  # the summary JSON -> sent (never raises)
+
 
 log = logging.getLogger(__name__)
 
 MARKER_RUN_ID = "full-sync"  # the marker's place in the run store
 MARKER = "fanout"
+FANOUT_REQUEST = {"dryRun": False, "customerIds": [], "mode": "full"}  # the timer's run
 CLAIM = "aggregated"  # create-only: whoever makes it logs the summary and notifies
 BATCH_PREFIX = "batch-"
 POISONED_MESSAGE = f"batch failed after {MAX_DEQUEUE_COUNT} attempts"
-COUNT_KEYS = ("customers", "subscriptions", "assigned", "unassigned", "unchanged", "failed")
-# unassigned and failed: what the notification lists (as notify.LISTED)
-LISTED_REASONS = frozenset(r.value for r in UNASSIGNED | {Reason.ERROR})
+COUNT_KEYS = ("customers", *count_groups(()))  # the run summary's counts but `created`
+LISTED_REASONS = frozenset(r.value for r in LISTED)  # what the notification lists
 
 Clock = Callable[[], datetime]
 
@@ -100,39 +126,38 @@ def split(customer_ids: Sequence[str], size: int) -> list[tuple[str, ...]]:
 
 
 def start_timer_run(
-    services: Services, *, clock: Clock | None = None
+    deps: FanoutDeps, *, clock: Clock | None = None
 ) -> FanoutRun | RunSummary | None:
     """Fan the timer's run out when it should be. None: run it in-process as before. A
     `RunSummary` (failed): the customers could not be listed. Raises LeaseTakenError while
     another whole-tenant run (or a fan-out run's batches) is under way."""
-    settings = services.settings
-    if settings.fanout_threshold == 0 or services.app_storage() is None:
+    settings = deps.settings
+    store = deps.run_store
+    if settings.threshold == 0 or store is None:
         return None
     now = clock or _utcnow
     started = now()
-    store = services.run_store()
-    if not _full_run_due(services, store, started):
+    if not _full_run_due(settings, store, started):
         return None  # an incremental run lists the changed customers only: in-process
     run_id = str(uuid.uuid4())
-    with run_context(run_id), services.full_sync_lease(run_id):
+    with run_context(run_id), deps.full_sync_lease(run_id):
         try:
-            pc = services.partner_center(run_id)
+            pc = deps.partner_center(run_id)
             customers = sorted({c.id.lower() for c in pc.iter_customers()})
         except (ApiError, AuthError) as exc:
             log.error("listing the customers failed: %s", exc)
             return _failed_listing(run_id, started, exc, now)
-        if len(customers) <= settings.fanout_threshold:
+        if len(customers) <= settings.threshold:
             log.info(
                 "%d customers (fan-out above %d): running in-process",
                 len(customers),
-                settings.fanout_threshold,
+                settings.threshold,
             )
             return None
-        return _fan_out(services, store, run_id, customers, started, now)
+        return _fan_out(deps, store, run_id, customers, started, now)
 
 
-def _full_run_due(services: Services, store: RunStore, now: datetime) -> bool:
-    settings = services.settings
+def _full_run_due(settings: FanoutSettings, store: RunStore, now: datetime) -> bool:
     try:
         mark = load_watermark(store)
     except Work365Error as exc:
@@ -142,8 +167,8 @@ def _full_run_due(services: Services, store: RunStore, now: datetime) -> bool:
         Mode.AUTO,
         mark,
         now,
-        overlap_hours=settings.incremental_overlap_hours,
-        full_every_hours=settings.full_sync_every_hours,
+        overlap_hours=settings.overlap_hours,
+        full_every_hours=settings.full_every_hours,
     )
     return choice.mode is Mode.FULL
 
@@ -151,8 +176,6 @@ def _full_run_due(services: Services, store: RunStore, now: datetime) -> bool:
 def _failed_listing(
     run_id: str, started: datetime, exc: ApiError | AuthError, now: Clock
 ) -> RunSummary:
-    from work365_fn.errors import error_json
-
     summary = RunSummary(run_id=run_id, started_at=started, fatal=True)
     summary.errors.append(error_json(exc, None))
     summary.finished_at = now()
@@ -160,20 +183,20 @@ def _failed_listing(
 
 
 def _fan_out(
-    services: Services,
+    deps: FanoutDeps,
     store: RunStore,
     run_id: str,
     customers: list[str],
     started: datetime,
     now: Clock,
 ) -> FanoutRun:
-    settings = services.settings
-    size = settings.fanout_batch_size
+    settings = deps.settings
+    size = settings.batch_size
     batches = split(customers, size)
     stamp = format_timestamp(started)
     # The marker first: until the state says `running` it blocks nothing, and a state is never
     # left `running` without a marker that lets it time out.
-    expires = started + timedelta(minutes=settings.fanout_timeout_minutes)
+    expires = started + timedelta(minutes=settings.timeout_minutes)
     store.put(
         MARKER_RUN_ID,
         MARKER,
@@ -187,27 +210,27 @@ def _fan_out(
     store.put(
         run_id,
         "state",
-        {
-            "runId": run_id,
-            "kind": "sync",
-            "status": RUNNING,
-            "createdAt": stamp,
-            "startedAt": stamp,
-            "finishedAt": None,
-            "request": {"dryRun": False, "customerIds": [], "mode": "full"},
-            "error": None,
-            "fanout": {"batches": len(batches), "batchSize": size, "customers": len(customers)},
-        },
+        state_document(
+            run_id,
+            "sync",
+            RUNNING,
+            created_at=stamp,
+            started_at=stamp,
+            request=dict(FANOUT_REQUEST),
+            fanout={"batches": len(batches), "batchSize": size, "customers": len(customers)},
+        ),
     )
-    queue = services.job_queue()
+    queue = deps.job_queue()
     payload = {"dryRun": False, "mode": "full"}
     for index, ids in enumerate(batches):
-        message = JobMessage(run_id, "sync", payload, started, Batch(index, len(batches), ids))
+        message = JobMessage(
+            run_id, "sync", payload, started, CustomerBatch(index, len(batches), ids)
+        )
         try:
             queue.send(message.to_json())
         except ApiError as exc:
             _not_queued(store, run_id, batches, index, exc, now)
-            after_batch(services, run_id, len(batches), clock=now)
+            after_batch(deps, run_id, len(batches), clock=now)
             break
     log.info(
         "fan-out: %d customers in %d batches of %d queued on %s; the run's summary is "
@@ -236,22 +259,21 @@ def _not_queued(
         exc,
         len(batches) - first,
     )
-    error = {"code": "not-queued", "message": f"the batch could not be queued: {exc}"}
+    error = error_document("not-queued", f"the batch could not be queued: {exc}")
     for index in range(first, len(batches)):
-        batch = Batch(index, len(batches), batches[index])
+        batch = CustomerBatch(index, len(batches), batches[index])
         store.put(
             run_id,
             batch.document,
-            {
-                "runId": run_id,
-                "kind": "sync",
-                **batch.to_json(),
-                "status": FAILED,
-                "startedAt": None,
-                "finishedAt": format_timestamp(now()),
-                "result": None,
-                "error": error,
-            },
+            batch_document(
+                run_id,
+                "sync",
+                batch,
+                FAILED,
+                started_at=None,
+                finished_at=format_timestamp(now()),
+                error=error,
+            ),
         )
 
 
@@ -329,26 +351,26 @@ def refuse_while_fanned_out(store: RunStore, run_id: str, now: datetime | None =
 
 
 def after_batch(
-    services: Services, run_id: str, count: int, *, clock: Clock | None = None
+    deps: FanoutDeps, run_id: str, count: int, *, clock: Clock | None = None
 ) -> dict[str, Any] | None:
     """After a `batch-NNNN` landed: aggregate the run when all `count` are there and nobody has
     yet. Returns the summary's log line when this call aggregated."""
-    store = services.run_store()
+    store = _store(deps)
     names = store.names(run_id, BATCH_PREFIX)
     if len(names) < count:
         log.info("[run %s] %d of %d batches done", run_id, len(names), count)
         return None
     if store.get(run_id, CLAIM) is not None:
         return None  # aggregated already (a message delivered again)
-    return aggregate_run(services, run_id, names, clock=clock)
+    return aggregate_run(deps, run_id, names, clock=clock)
 
 
 def aggregate_run(
-    services: Services, run_id: str, names: Sequence[str], *, clock: Clock | None = None
+    deps: FanoutDeps, run_id: str, names: Sequence[str], *, clock: Clock | None = None
 ) -> dict[str, Any]:
     """Aggregate the batch documents into the run's `result` and final `state`. Idempotent:
     a second call writes the same documents (only `finishedAt` moves)."""
-    store = services.run_store()
+    store = _store(deps)
     now = (clock or _utcnow)()
     log.info("[run %s] all %d batches done: aggregating the run's summary", run_id, len(names))
     state = store.get(run_id, "state") or _lost_state(run_id)
@@ -368,26 +390,20 @@ def aggregate_run(
     )
     _advance_watermark(store, run_id, started, aggregation.pending_customers())
     if store.put_new(run_id, CLAIM, {"runId": run_id, "at": line["finishedAt"]}):
-        from work365_fn.adapters.notify import notify_summary
-        from work365_fn.entrypoints.functions.handlers import log_summary_json
-
         log_summary_json(line)
-        notify_summary(aggregation.notification(), services.settings, sleep=services.sleep)
+        deps.notify(aggregation.notification())
     return line
+
+
+def _store(deps: FanoutDeps) -> RunStore:
+    if deps.run_store is None:  # batches only exist where there is app storage
+        raise ConfigError("a fanned-out run needs the app's storage (WORK365_STORAGE)")
+    return deps.run_store
 
 
 def _lost_state(run_id: str) -> dict[str, Any]:
     log.warning("[run %s] the fan-out run has no state document: writing one", run_id)
-    return {
-        "runId": run_id,
-        "kind": "sync",
-        "status": RUNNING,
-        "createdAt": None,
-        "startedAt": None,
-        "finishedAt": None,
-        "request": {"dryRun": False, "customerIds": [], "mode": "full"},
-        "error": None,
-    }
+    return state_document(run_id, "sync", RUNNING, created_at=None, request=dict(FANOUT_REQUEST))
 
 
 def _advance_watermark(store: RunStore, run_id: str, started: datetime, pending: set[str]) -> None:
@@ -417,7 +433,7 @@ class Aggregation:
     counts: dict[str, int] = field(
         default_factory=lambda: dict.fromkeys((*COUNT_KEYS, "created"), 0)
     )
-    by_reason: dict[str, int] = field(default_factory=lambda: {r.value: 0 for r in Reason})
+    by_reason: dict[str, int] = field(default_factory=lambda: count_reasons(()))
     skipped: list[dict[str, Any]] = field(default_factory=list)
     errors: list[dict[str, Any]] = field(default_factory=list)
     warnings: dict[str, None] = field(default_factory=dict)
@@ -541,14 +557,8 @@ class Aggregation:
         return {**self._head(), "subscriptions": list(self.listed), **self._tail()}
 
     def pending_customers(self) -> set[str]:
-        """Customers the next incremental run must take (as sync._advance_watermark)."""
-        pending = {str(s.get("customerId")) for s in self.skipped if s.get("customerId")}
-        for error in self.errors:
-            customer = error.get("customerId")
-            no_relationship = error.get("status") == 403 and str(error.get("code")) == "20002"
-            if customer and not no_relationship:
-                pending.add(str(customer))
-        return pending | self.error_customers
+        """Customers the next incremental run must take (the rule of incremental.py)."""
+        return pending_customers(self.skipped, self.errors, self.error_customers)
 
     def write(self, store: RunStore) -> None:
         """The `result` document: head, the rows from the temporary file, tail."""

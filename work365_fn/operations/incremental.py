@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -181,3 +181,23 @@ def changed_customers(records: Iterable[dict[str, Any]]) -> set[str]:
             continue
         out.add(customer.strip().lower())
     return out
+
+
+def pending_customers(
+    skipped: Iterable[Mapping[str, Any]],
+    errors: Iterable[Mapping[str, Any]],
+    failed_customers: Iterable[str],
+) -> set[str]:
+    """Customers the next incremental run must take: those not read before the deadline, those
+    whose read failed (but not those lost for good: gone (404) or without a reseller
+    relationship (403 20002), else they would come back again and again), and those with a
+    subscription that failed."""
+    pending = {str(s["customerId"]) for s in skipped if s.get("customerId")}
+    for error in errors:
+        customer = error.get("customerId")
+        lost = error.get("status") == 404 or (
+            error.get("status") == 403 and str(error.get("code")) == "20002"
+        )
+        if customer and not lost:
+            pending.add(str(customer))
+    return pending | set(failed_customers)

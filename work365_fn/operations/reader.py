@@ -45,6 +45,7 @@ class ReaderDeps:
     associate_since: datetime | None
     concurrency: int = 8
     monotonic: Callable[[], float] = time.monotonic
+    create_missing: bool = False  # WORK365_CREATE_MISSING: decides not-synced subscriptions
 
 
 @dataclass(frozen=True)
@@ -73,8 +74,12 @@ class Snapshot:
     references: dict[str, dict[str, str]] = field(default_factory=dict)
     errors: list[dict[str, object]] = field(default_factory=list)
     skipped_customers: list[dict[str, str]] = field(default_factory=list)
+    create_missing: bool = False
 
-    def world(self, *, create_missing: bool = False) -> World:
+    def world(self, *, create_missing: bool | None = None) -> World:
+        """The rules' input; create mode as the read was told unless given."""
+        if create_missing is None:
+            create_missing = self.create_missing
         return World(
             setting=self.setting,
             subscriptions=self.subscriptions,
@@ -108,7 +113,12 @@ def read_tenant(
     already read by the caller, else it is read first."""
     rlog = RunLog(log, {"run_id": run_id})
     found, warnings = setting or read_setting(deps, rlog)
-    snapshot = Snapshot(run_id=run_id, setting=found, warnings=list(warnings))
+    snapshot = Snapshot(
+        run_id=run_id,
+        setting=found,
+        warnings=list(warnings),
+        create_missing=deps.create_missing,
+    )
     if options.scope is None:
         _read_dataverse(deps, snapshot, options, None)
         _read_partner_center(deps, snapshot, None, options.deadline, rlog)

@@ -5,6 +5,9 @@ reason and fix), Accounts with a Provider Account and no active default contract
 several active defaults, inactive default contracts, Provider Accounts without an Account,
 Partner Center customers without a Provider Account, and customers whose Provider Accounts map
 to different Accounts.
+
+Every list is what a rule of `work365_fn.rules` returns (`plan`, `LISTED`, `resolve_account`,
+`landing_contract`, `is_eligible`): nothing here decides a rule again.
 """
 
 from __future__ import annotations
@@ -13,26 +16,37 @@ import csv
 import io
 import logging
 import uuid
-from collections import defaultdict
-from collections.abc import Callable
+from collections import Counter, defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from work365_fn.composition import Services
 from work365_fn.errors import ApiError, AuthError, error_json
-from work365_fn.operations.reader import Snapshot, read_tenant
-from work365_fn.operations.sync import RunLog
-from work365_fn.rules import UNASSIGNED, Reason, fixes, plan
+from work365_fn.logs import RunLog
+from work365_fn.operations.reader import ReaderDeps, ReadOptions, Snapshot, read_tenant
+from work365_fn.rules import (
+    LISTED,
+    AccountResolution,
+    Decision,
+    Reason,
+    World,
+    count_groups,
+    count_reasons,
+    fixes,
+    is_eligible,
+    landing_contract,
+    plan,
+    resolve_account,
+)
 from work365_fn.rules.fixes import Namer, label
-from work365_fn.rules.summary import decision_json
+from work365_fn.rules.model import BillingContract, ProviderAccount
+from work365_fn.rules.summary import decision_json, setting_json, sorted_decisions
 from work365_fn.rules.timestamps import format_timestamp
 
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
-
-# Reasons listed as "left unassigned" (the sync's unassigned ones, plus not-synced and error).
-LISTED_REASONS = frozenset(UNASSIGNED | {Reason.NOT_SYNCED, Reason.ERROR})
 
 CSV_COLUMNS = (
     "kind",
@@ -55,24 +69,27 @@ LISTS = (
     "customersWithSeveralAccounts",
 )
 
+Item = dict[str, Any]
+
 
 def run_report(
-    services: Services,
+    reader: ReaderDeps,
     run_id: str | None = None,
     *,
     budget_seconds: float | None = None,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     monotonic: Callable[[], float] | None = None,
 ) -> dict[str, Any]:
-    """Read the tenant once and build the report. Upstream failures give status `failed`."""
+    """Read the tenant once and build the report. Upstream failures give status `failed`.
+    `monotonic`: the deadline's clock, the reader's unless one is given."""
     run_id = run_id or str(uuid.uuid4())
     rlog = RunLog(log, {"run_id": run_id})
     started = clock()
-    monotonic = monotonic or services.monotonic  # the services' clock unless one is given
-    deadline = monotonic() + budget_seconds if budget_seconds else None
+    now = monotonic or reader.monotonic
+    deadline = now() + budget_seconds if budget_seconds else None
     rlog.info("report started")
     try:
-        snapshot = read_tenant(services, run_id, names=True, deadline=deadline, monotonic=monotonic)
+        snapshot = read_tenant(reader, run_id, ReadOptions(names=True, deadline=deadline))
     except (ApiError, AuthError) as exc:
         rlog.error("report failed: %s", exc)
         return failed_report(run_id, started, clock(), error_json(exc, None))
@@ -81,202 +98,84 @@ def run_report(
     return report
 
 
-def report_job(services: Services, payload: dict[str, Any], run_id: str) -> dict[str, Any]:
-    """The async job (jobs registry "report"): the payload is the validated request (empty).
-    Customers are read until the run deadline (WORK365_RUN_DEADLINE_SECONDS)."""
-    return run_report(services, run_id, budget_seconds=services.settings.run_deadline_seconds)
-
-
 def failed_report(
     run_id: str, started: datetime, finished: datetime, error: dict[str, object]
 ) -> dict[str, Any]:
+    lists: dict[str, list[Item]] = {name: [] for name in LISTS}
     return {
         "schemaVersion": SCHEMA_VERSION,
         "runId": run_id,
         "status": "failed",
         "startedAt": format_timestamp(started),
         "finishedAt": format_timestamp(finished),
-        "setting": {"associateDefaultBillingContract": False, "since": None, "sinceSource": None},
-        "counts": {"customers": 0, "subscriptions": 0, "problems": 0} | {name: 0 for name in LISTS},
-        "byReason": {reason.value: 0 for reason in Reason},
-        **{name: [] for name in LISTS},
+        "setting": setting_json(None),
+        "counts": report_counts(0, [], lists),
+        "byReason": count_reasons([]),
+        **lists,
         "skippedCustomers": [],
         "errors": [error],
         "warnings": [],
     }
 
 
+# ---- the report ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Tenant:
+    """What one report is built from: the snapshot, the rules' indexes over it (`world`), the
+    next sync's decisions, each customer's Account resolution, and the names to show."""
+
+    snapshot: Snapshot
+    world: World
+    decisions: list[Decision]
+    resolutions: dict[str, AccountResolution]  # lower-cased customer id -> rule 3's answer
+    namer: Namer
+
+    @classmethod
+    def of(cls, snapshot: Snapshot) -> Tenant:
+        world = snapshot.world()
+        namer = Namer(
+            provider_accounts=snapshot.provider_accounts,
+            contracts=snapshot.contracts,
+            account_names=snapshot.account_names,
+            since=snapshot.setting.since,
+            customer_names={c.id: c.company_name for c in snapshot.customers},
+        )
+        resolutions = {
+            customer: resolve_account(customer, pas)
+            for customer, pas in world.pas_by_customer.items()
+        }
+        return cls(snapshot, world, plan(world), resolutions, namer)
+
+    def customer_name(self, customer_id: str) -> str:
+        return self.namer.customer_names.get(customer_id.lower(), "")
+
+
 def build_report(
     snapshot: Snapshot, *, started_at: datetime, finished_at: datetime
 ) -> dict[str, Any]:
     """Pure over what was read: the next sync's plan, and the configuration problems."""
-    names = snapshot.account_names
-    namer = Namer(
-        provider_accounts=snapshot.provider_accounts,
-        contracts=snapshot.contracts,
-        account_names=names,
-        since=snapshot.setting.since,
-        customer_names={c.id: c.company_name for c in snapshot.customers},
-    )
-    decisions = plan(snapshot.world())
-    customers = {c.id.lower(): c for c in snapshot.customers}
-    by_reason = {reason.value: 0 for reason in Reason}
-    for d in decisions:
-        by_reason[d.reason.value] += 1
-
-    unassigned = []
-    for d in sorted(decisions, key=lambda d: (d.subscription.customer_id, d.subscription.id)):
-        if d.reason not in LISTED_REASONS:
-            continue
-        row = decision_json(d)
-        customer = customers.get(d.subscription.customer_id.lower())
-        unassigned.append(
-            {
-                "customerId": row["customerId"],
-                "customerName": customer.company_name if customer else "",
-                "subscriptionId": row["subscriptionId"],
-                "subscriptionName": d.subscription.display_name,
-                "recordId": row["recordId"],
-                "recordName": d.record.name if d.record else "",
-                "accountId": row["accountId"],
-                "accountName": namer.account(d.account_id),
-                "reason": row["reason"],
-                "message": d.message,
-                "fix": namer.fix(d),
-            }
-        )
-
-    def ref(record_id: str, name: str) -> dict[str, str]:
-        return {"id": record_id.lower(), "name": name}
-
-    pas_by_account: dict[str, list[Any]] = defaultdict(list)
-    pas_by_customer: dict[str, list[Any]] = defaultdict(list)
-    for pa in snapshot.provider_accounts:
-        if pa.account_id:
-            pas_by_account[pa.account_id.lower()].append(pa)
-        if pa.customer_id:
-            pas_by_customer[pa.customer_id.lower()].append(pa)
-    active_defaults: dict[str, list[Any]] = defaultdict(list)
-    inactive_defaults: dict[str, list[Any]] = defaultdict(list)
-    for c in snapshot.contracts:
-        if c.is_default and c.account_id:
-            (active_defaults if c.active else inactive_defaults)[c.account_id.lower()].append(c)
-
-    without_default = [
-        {
-            "accountId": account,
-            "accountName": namer.account(account),
-            "providerAccounts": [ref(p.id, p.name) for p in sorted(pas, key=lambda p: p.id)],
-            "inactiveDefaults": [
-                ref(c.id, c.name) for c in sorted(inactive_defaults[account], key=lambda c: c.id)
-            ],
-            "fix": fixes.no_default_fix(namer.account(account), inactive_defaults[account], None),
-        }
-        for account, pas in sorted(pas_by_account.items())
-        if not active_defaults.get(account)
-    ]
-    several_defaults = [
-        {
-            "accountId": account,
-            "accountName": namer.account(account),
-            "contracts": [ref(c.id, c.name) for c in sorted(defaults, key=lambda c: c.id)],
-            "fix": fixes.multiple_defaults_fix(defaults),
-        }
-        for account, defaults in sorted(active_defaults.items())
-        if len(defaults) > 1
-    ]
-    inactive = [
-        {
-            "contractId": c.id.lower(),
-            "contractName": c.name,
-            "accountId": (c.account_id or "").lower() or None,
-            "accountName": namer.account(c.account_id),
-            "fix": fixes.inactive_default_fix(c),
-        }
-        for c in sorted(snapshot.contracts, key=lambda c: c.id)
-        if c.is_default and not c.active
-    ]
-    unmapped = [
-        {
-            "providerAccountId": pa.id.lower(),
-            "providerAccountName": pa.name,
-            "customerId": (pa.customer_id or "").lower() or None,
-            "fix": (
-                fixes.provider_account_without_account_fix([pa])
-                if pa.customer_id
-                else f"Set the customer tenant id (a GUID) on Provider Account "
-                f"'{label(pa.name, pa.id)}', and its Account."
-            ),
-        }
-        for pa in sorted(snapshot.provider_accounts, key=lambda p: p.id)
-        if not pa.account_id or not pa.customer_id
-    ]
-    subs_per_customer: dict[str, int] = defaultdict(int)
-    for s in snapshot.subscriptions:
-        subs_per_customer[s.customer_id.lower()] += 1
-    no_pa = [
-        {
-            "customerId": c.id.lower(),
-            "customerName": c.company_name,
-            "subscriptions": subs_per_customer.get(c.id.lower(), 0),
-            "fix": fixes.missing_provider_account_fix(c.id, c.company_name),
-        }
-        for c in sorted(snapshot.customers, key=lambda c: c.id)
-        if c.id.lower() not in pas_by_customer
-    ]
-    several_accounts = []
-    for customer_id, pas in sorted(pas_by_customer.items()):
-        accounts = {(p.account_id or "").lower() for p in pas if p.account_id}
-        if len(accounts) > 1:
-            customer = customers.get(customer_id)
-            several_accounts.append(
-                {
-                    "customerId": customer_id,
-                    "customerName": customer.company_name if customer else "",
-                    "providerAccounts": [
-                        {
-                            "id": p.id.lower(),
-                            "name": p.name,
-                            "accountId": (p.account_id or "").lower() or None,
-                            "accountName": namer.account(p.account_id),
-                        }
-                        for p in sorted(pas, key=lambda p: p.id)
-                    ],
-                    "fix": fixes.ambiguous_fix(pas, names),
-                }
-            )
-
-    lists: dict[str, list[dict[str, Any]]] = {
-        "unassignedSubscriptions": unassigned,
-        "accountsWithoutDefault": without_default,
-        "accountsWithSeveralDefaults": several_defaults,
-        "inactiveDefaultContracts": inactive,
-        "unmappedProviderAccounts": unmapped,
-        "customersWithoutProviderAccount": no_pa,
-        "customersWithSeveralAccounts": several_accounts,
+    tenant = Tenant.of(snapshot)
+    lists: dict[str, list[Item]] = {
+        "unassignedSubscriptions": unassigned_subscriptions(tenant),
+        "accountsWithoutDefault": accounts_without_default(tenant),
+        "accountsWithSeveralDefaults": accounts_with_several_defaults(tenant),
+        "inactiveDefaultContracts": inactive_default_contracts(tenant),
+        "unmappedProviderAccounts": unmapped_provider_accounts(tenant),
+        "customersWithoutProviderAccount": customers_without_provider_account(tenant),
+        "customersWithSeveralAccounts": customers_with_several_accounts(tenant),
     }
-    counts: dict[str, int] = {
-        "customers": len(snapshot.customers),
-        "subscriptions": len(decisions),
-        "problems": sum(len(v) for v in lists.values()),
-        "backfillCandidates": by_reason[Reason.EXISTING_SUBSCRIPTION.value],
-    }
-    counts.update({name: len(items) for name, items in lists.items()})
-    setting = snapshot.setting
-    status = "partial" if snapshot.errors or snapshot.skipped_customers else "succeeded"
+    reasons = [d.reason for d in tenant.decisions]
     return {
         "schemaVersion": SCHEMA_VERSION,
         "runId": snapshot.run_id,
-        "status": status,
+        "status": "partial" if snapshot.errors or snapshot.skipped_customers else "succeeded",
         "startedAt": format_timestamp(started_at),
         "finishedAt": format_timestamp(finished_at),
-        "setting": {
-            "associateDefaultBillingContract": setting.enabled,
-            "since": format_timestamp(setting.since) if setting.since else None,
-            "sinceSource": setting.since_source,
-        },
-        "counts": counts,
-        "byReason": by_reason,
+        "setting": setting_json(snapshot.setting),
+        "counts": report_counts(len(snapshot.customers), reasons, lists),
+        "byReason": count_reasons(reasons),
         **lists,
         "skippedCustomers": list(snapshot.skipped_customers),
         "errors": list(snapshot.errors),
@@ -284,97 +183,264 @@ def build_report(
     }
 
 
+def report_counts(
+    customers: int, reasons: Sequence[Reason], lists: Mapping[str, list[Item]]
+) -> dict[str, int]:
+    """`customers`; the sync's `subscriptions` and group counts (`count_groups`, the same
+    numbers a sync run over the same read gives); `problems`, the items of all the lists;
+    `backfillCandidates`, the existing subscriptions without a contract; one count per list."""
+    return {
+        "customers": customers,
+        **count_groups(reasons),
+        "problems": sum(len(items) for items in lists.values()),
+        "backfillCandidates": sum(r is Reason.EXISTING_SUBSCRIPTION for r in reasons),
+        **{name: len(lists[name]) for name in LISTS},
+    }
+
+
+def _ref(record_id: str, name: str) -> dict[str, str]:
+    return {"id": record_id.lower(), "name": name}
+
+
+def _by_id(items: Sequence[BillingContract] | Sequence[ProviderAccount]) -> list[Any]:
+    return sorted(items, key=lambda i: i.id)
+
+
+def unassigned_subscriptions(tenant: Tenant) -> list[Item]:
+    """The subscriptions an admin acts on (`rules.LISTED`), in the summary's order."""
+    out = []
+    for d in sorted_decisions(tenant.decisions):
+        if d.reason not in LISTED:
+            continue
+        row = decision_json(d)
+        out.append(
+            {
+                "customerId": row["customerId"],
+                "customerName": tenant.customer_name(d.subscription.customer_id),
+                "subscriptionId": row["subscriptionId"],
+                "subscriptionName": d.subscription.display_name,
+                "recordId": row["recordId"],
+                "recordName": d.record.name if d.record else "",
+                "accountId": row["accountId"],
+                "accountName": tenant.namer.account(d.account_id),
+                "reason": row["reason"],
+                "message": d.message,
+                "fix": tenant.namer.fix(d),
+            }
+        )
+    return out
+
+
+def _inactive_defaults(tenant: Tenant) -> dict[str, list[BillingContract]]:
+    """Default contracts that never count (not `is_eligible`) per lower-cased Account id."""
+    out: dict[str, list[BillingContract]] = defaultdict(list)
+    for c in tenant.snapshot.contracts:
+        if c.is_default and not is_eligible(c) and c.account_id:
+            out[c.account_id.lower()].append(c)
+    return out
+
+
+def accounts_without_default(tenant: Tenant) -> list[Item]:
+    """Accounts a Provider Account points at whose subscriptions would land on no contract."""
+    pas_by_account: dict[str, list[ProviderAccount]] = defaultdict(list)
+    for pa in tenant.snapshot.provider_accounts:
+        if pa.account_id:
+            pas_by_account[pa.account_id.lower()].append(pa)
+    inactive = _inactive_defaults(tenant)
+    out = []
+    for account, pas in sorted(pas_by_account.items()):
+        reason, _, _ = landing_contract(tenant.world.defaults_by_account.get(account, []))
+        if reason is not Reason.NO_DEFAULT_CONTRACT:
+            continue
+        name = tenant.namer.account(account)
+        out.append(
+            {
+                "accountId": account,
+                "accountName": name,
+                "providerAccounts": [_ref(p.id, p.name) for p in _by_id(pas)],
+                "inactiveDefaults": [_ref(c.id, c.name) for c in _by_id(inactive[account])],
+                "fix": fixes.no_default_fix(name, inactive[account], None),
+            }
+        )
+    return out
+
+
+def accounts_with_several_defaults(tenant: Tenant) -> list[Item]:
+    return [
+        {
+            "accountId": account,
+            "accountName": tenant.namer.account(account),
+            "contracts": [_ref(c.id, c.name) for c in _by_id(defaults)],
+            "fix": fixes.multiple_defaults_fix(defaults),
+        }
+        for account, defaults in sorted(tenant.world.defaults_by_account.items())
+        if landing_contract(defaults)[0] is Reason.MULTIPLE_DEFAULT_CONTRACTS
+    ]
+
+
+def inactive_default_contracts(tenant: Tenant) -> list[Item]:
+    return [
+        {
+            "contractId": c.id.lower(),
+            "contractName": c.name,
+            "accountId": (c.account_id or "").lower() or None,
+            "accountName": tenant.namer.account(c.account_id),
+            "fix": fixes.inactive_default_fix(c),
+        }
+        for c in _by_id(tenant.snapshot.contracts)
+        if c.is_default and not is_eligible(c)
+    ]
+
+
+def unmapped_provider_accounts(tenant: Tenant) -> list[Item]:
+    """Provider Accounts without an Account (as rule 3 finds them), or without a customer id
+    (no customer can ever resolve through them)."""
+    without_account = [pa for r in tenant.resolutions.values() for pa in r.without_account]
+    without_customer = [pa for pa in tenant.snapshot.provider_accounts if not pa.customer_id]
+    return [
+        {
+            "providerAccountId": pa.id.lower(),
+            "providerAccountName": pa.name,
+            "customerId": (pa.customer_id or "").lower() or None,
+            "fix": _unmapped_fix(pa),
+        }
+        for pa in _by_id(without_account + without_customer)
+    ]
+
+
+def _unmapped_fix(pa: ProviderAccount) -> str:
+    if pa.customer_id:
+        return fixes.provider_account_without_account_fix([pa])
+    return (
+        f"Set the customer tenant id (a GUID) on Provider Account '{label(pa.name, pa.id)}', "
+        "and its Account."
+    )
+
+
+def customers_without_provider_account(tenant: Tenant) -> list[Item]:
+    per_customer = Counter(s.customer_id.lower() for s in tenant.snapshot.subscriptions)
+    return [
+        {
+            "customerId": c.id.lower(),
+            "customerName": c.company_name,
+            "subscriptions": per_customer[c.id.lower()],
+            "fix": fixes.missing_provider_account_fix(c.id, c.company_name),
+        }
+        for c in sorted(tenant.snapshot.customers, key=lambda c: c.id)
+        if c.id.lower() not in tenant.resolutions
+    ]
+
+
+def customers_with_several_accounts(tenant: Tenant) -> list[Item]:
+    """Customers rule 3 cannot resolve to one Account (ambiguous-provider-account)."""
+    return [
+        {
+            "customerId": customer,
+            "customerName": tenant.customer_name(customer),
+            "providerAccounts": [
+                {
+                    "id": p.id.lower(),
+                    "name": p.name,
+                    "accountId": (p.account_id or "").lower() or None,
+                    "accountName": tenant.namer.account(p.account_id),
+                }
+                for p in _by_id(resolution.provider_accounts)
+            ],
+            "fix": fixes.ambiguous_fix(resolution.provider_accounts, tenant.namer.account_names),
+        }
+        for customer, resolution in sorted(tenant.resolutions.items())
+        if resolution.problem is Reason.AMBIGUOUS_PROVIDER_ACCOUNT
+    ]
+
+
+# ---- CSV -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CsvKind:
+    """How the items of one list become CSV rows: `columns` maps a CSV column to the item's key;
+    `reason` is the row's reason when the item has none of its own."""
+
+    list_name: str
+    kind: str
+    columns: Mapping[str, str]
+    reason: str = ""
+
+
+_ACCOUNT = {"accountId": "accountId", "recordId": "accountId", "name": "accountName"}
+
+CSV_KINDS = (
+    CsvKind(
+        "unassignedSubscriptions",
+        "unassigned-subscription",
+        {
+            "customerId": "customerId",
+            "subscriptionId": "subscriptionId",
+            "accountId": "accountId",
+            "recordId": "recordId",
+            "name": "subscriptionName",
+            "reason": "reason",
+        },
+    ),
+    CsvKind(
+        "accountsWithoutDefault", "account-without-default", _ACCOUNT, Reason.NO_DEFAULT_CONTRACT
+    ),
+    CsvKind(
+        "accountsWithSeveralDefaults",
+        "account-with-several-defaults",
+        _ACCOUNT,
+        Reason.MULTIPLE_DEFAULT_CONTRACTS,
+    ),
+    CsvKind(
+        "inactiveDefaultContracts",
+        "inactive-default-contract",
+        {"accountId": "accountId", "recordId": "contractId", "name": "contractName"},
+        "inactive-default",
+    ),
+    CsvKind(
+        "unmappedProviderAccounts",
+        "unmapped-provider-account",
+        {
+            "customerId": "customerId",
+            "recordId": "providerAccountId",
+            "name": "providerAccountName",
+        },
+        Reason.UNMAPPED_CUSTOMER,
+    ),
+    CsvKind(
+        "customersWithoutProviderAccount",
+        "customer-without-provider-account",
+        {"customerId": "customerId", "name": "customerName"},
+        Reason.UNMAPPED_CUSTOMER,
+    ),
+    CsvKind(
+        "customersWithSeveralAccounts",
+        "customer-with-several-accounts",
+        {"customerId": "customerId", "name": "customerName"},
+        Reason.AMBIGUOUS_PROVIDER_ACCOUNT,
+    ),
+)
+
+
 def csv_rows(report: dict[str, Any]) -> list[dict[str, str]]:
-    """One row per problem, columns CSV_COLUMNS."""
+    """One row per problem (every list item, then every error), columns CSV_COLUMNS."""
     rows: list[dict[str, Any]] = []
-    for s in report["unassignedSubscriptions"]:
-        rows.append(
-            {
-                "kind": "unassigned-subscription",
-                "customerId": s["customerId"],
-                "subscriptionId": s["subscriptionId"],
-                "accountId": s["accountId"],
-                "recordId": s["recordId"],
-                "name": s["subscriptionName"],
-                "reason": s["reason"],
-                "fix": s["fix"],
-            }
-        )
-    for a in report["accountsWithoutDefault"]:
-        rows.append(
-            {
-                "kind": "account-without-default",
-                "accountId": a["accountId"],
-                "recordId": a["accountId"],
-                "name": a["accountName"],
-                "reason": "no-default-contract",
-                "fix": a["fix"],
-            }
-        )
-    for a in report["accountsWithSeveralDefaults"]:
-        rows.append(
-            {
-                "kind": "account-with-several-defaults",
-                "accountId": a["accountId"],
-                "recordId": a["accountId"],
-                "name": a["accountName"],
-                "reason": "multiple-default-contracts",
-                "fix": a["fix"],
-            }
-        )
-    for c in report["inactiveDefaultContracts"]:
-        rows.append(
-            {
-                "kind": "inactive-default-contract",
-                "accountId": c["accountId"],
-                "recordId": c["contractId"],
-                "name": c["contractName"],
-                "reason": "inactive-default",
-                "fix": c["fix"],
-            }
-        )
-    for p in report["unmappedProviderAccounts"]:
-        rows.append(
-            {
-                "kind": "unmapped-provider-account",
-                "customerId": p["customerId"],
-                "recordId": p["providerAccountId"],
-                "name": p["providerAccountName"],
-                "reason": "unmapped-customer",
-                "fix": p["fix"],
-            }
-        )
-    for c in report["customersWithoutProviderAccount"]:
-        rows.append(
-            {
-                "kind": "customer-without-provider-account",
-                "customerId": c["customerId"],
-                "name": c["customerName"],
-                "reason": "unmapped-customer",
-                "fix": c["fix"],
-            }
-        )
-    for c in report["customersWithSeveralAccounts"]:
-        rows.append(
-            {
-                "kind": "customer-with-several-accounts",
-                "customerId": c["customerId"],
-                "name": c["customerName"],
-                "reason": "ambiguous-provider-account",
-                "fix": c["fix"],
-            }
-        )
-    for e in report["errors"]:
-        rows.append(
-            {
-                "kind": "error",
-                "customerId": e.get("customerId"),
-                "reason": "error",
-                "name": f"{e.get('service')} {e.get('status')} {e.get('code')}",
-                "fix": str(e.get("message") or ""),
-            }
-        )
+    for kind in CSV_KINDS:
+        for item in report[kind.list_name]:
+            row = {"kind": kind.kind, "reason": kind.reason, "fix": item["fix"]}
+            rows.append(row | {column: item[key] for column, key in kind.columns.items()})
+    rows.extend(_error_row(e) for e in report["errors"])
     return [{k: "" if row.get(k) is None else str(row.get(k)) for k in CSV_COLUMNS} for row in rows]
+
+
+def _error_row(error: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "kind": "error",
+        "customerId": error.get("customerId"),
+        "reason": Reason.ERROR,
+        "name": f"{error.get('service')} {error.get('status')} {error.get('code')}",
+        "fix": str(error.get("message") or ""),
+    }
 
 
 def to_csv(report: dict[str, Any]) -> str:

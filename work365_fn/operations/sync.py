@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from work365_fn.adapters.dataverse_metadata import SubscriptionBindings
 from work365_fn.adapters.dataverse_repository import Repository
@@ -17,6 +18,7 @@ from work365_fn.adapters.transport import failure_fields
 from work365_fn.errors import ApiError, AuthError, Work365Error, error_json
 from work365_fn.logs import RunLog, run_context
 from work365_fn.operations.incremental import (
+    MODES,
     Mode,
     ModeChoice,
     Watermark,
@@ -25,10 +27,12 @@ from work365_fn.operations.incremental import (
     choose_mode,
     load_watermark,
     parse_mode,
+    pending_customers,
     save_watermark,
 )
+from work365_fn.operations.inputs import BadRequest, guid_list
 from work365_fn.operations.reader import ReaderDeps, ReadOptions, read_setting, read_tenant
-from work365_fn.operations.writer import MAX_WRITE_ATTEMPTS, BatchWriter
+from work365_fn.operations.writer import MAX_WRITE_ATTEMPTS, BatchWriter, WriteLimits
 from work365_fn.rules import Action, Decision, Reason, World, plan
 from work365_fn.rules.model import norm_id
 from work365_fn.rules.summary import RunSummary
@@ -48,6 +52,32 @@ class SyncRequest:
     # "full" | "incremental" | "auto" (incremental.Mode). Scoped runs (customer_ids) are full
     # runs over those customers and never read or move the watermark.
     mode: str = "full"
+
+    FIELDS = ("dryRun", "customerIds", "mode")
+
+    @classmethod
+    def from_payload(
+        cls, payload: Mapping[str, Any], budget_seconds: float | None = None
+    ) -> SyncRequest:
+        """The sync input of `POST /api/sync` and of a queued `sync` job, checked field by
+        field (BadRequest naming the field): the one copy of these rules."""
+        unknown = sorted(set(payload) - set(cls.FIELDS))
+        if unknown:
+            raise BadRequest(unknown[0], f"unknown field '{unknown[0]}'")
+        dry_run = payload.get("dryRun", False)
+        if not isinstance(dry_run, bool):
+            raise BadRequest("dryRun", "'dryRun' must be true or false")
+        ids = guid_list(payload, "customerIds")
+        mode = payload.get("mode", "full")
+        if mode not in MODES:
+            raise BadRequest("mode", f"'mode' must be one of {', '.join(MODES)}")
+        if ids and mode != "full":
+            raise BadRequest("mode", "'mode' must be full (or absent) when customerIds is given")
+        return cls(dry_run, ids, budget_seconds, str(mode))
+
+    def payload(self) -> dict[str, Any]:
+        """The job input of a queued run (`from_payload` reads it back)."""
+        return {"dryRun": self.dry_run, "customerIds": list(self.customer_ids), "mode": self.mode}
 
 
 @dataclass(frozen=True)
@@ -74,6 +104,7 @@ class SyncDeps:
             self.associate_since,
             self.concurrency,
             self.monotonic,
+            self.create_missing,
         )
 
 
@@ -146,7 +177,7 @@ def _run(
     summary.customers = len(snapshot.customers)
     summary.errors.extend(snapshot.errors)
     summary.skipped_customers.extend(snapshot.skipped_customers)
-    world = snapshot.world(create_missing=deps.create_missing)
+    world = snapshot.world()
     summary.decisions = _plan_and_write(deps, request, world, summary, rlog, deadline)
     if tracked:
         _advance_watermark(deps, summary, rlog, state, choice)
@@ -171,11 +202,13 @@ def _plan_and_write(
         deps.bindings(),
         summary,
         rlog,
-        batch_size=deps.batch_size,
-        deadline=_write_deadline(deadline, request.budget_seconds),
-        monotonic=deps.monotonic,
-        sleep=deps.sleep,
-        max_throttled=deps.max_attempts,
+        WriteLimits(
+            batch_size=deps.batch_size,
+            deadline=_write_deadline(deadline, request.budget_seconds),
+            monotonic=deps.monotonic,
+            sleep=deps.sleep,
+            max_throttled=deps.max_attempts,
+        ),
     )
     rlog.info("writing %d subscriptions in batches of %d", len(writes), writer.batch_size)
     return writer.write(decisions)
@@ -249,16 +282,11 @@ def _advance_watermark(
     """The next run starts where this one started. Customers this run could not finish are
     kept in `pendingCustomers` for the next incremental run."""
     assert deps.run_store is not None
-    pending: set[str] = {str(s["customerId"]) for s in summary.skipped_customers}
-    for error in summary.errors:
-        customer = error.get("customerId")
-        # not again and again: a customer without a reseller relationship, or gone (404)
-        lost = error.get("status") == 404 or (
-            error.get("status") == 403 and str(error.get("code")) == "20002"
-        )
-        if customer and not lost:
-            pending.add(str(customer))
-    pending |= {d.subscription.customer_id for d in summary.decisions if d.reason is Reason.ERROR}
+    pending = pending_customers(
+        summary.skipped_customers,
+        summary.errors,
+        (d.subscription.customer_id for d in summary.decisions if d.reason is Reason.ERROR),
+    )
     full = choice.mode is Mode.FULL
     last_full = summary.started_at if full else (state.last_full_at if state else None)
     mark = Watermark(summary.started_at, summary.started_at, last_full, tuple(sorted(pending)))

@@ -48,6 +48,19 @@ class _Write:
     address: str | None = None  # create: where the record is created
 
 
+@dataclass(frozen=True)
+class WriteLimits:
+    """How far one run's writes may go: operations per `$batch` (1-1000; halved on the
+    execution-time limit), the run's deadline in `monotonic` seconds (None: no deadline), and
+    how many 429s in a row a batch, or one operation, may meet; `sleep` waits out a 429."""
+
+    batch_size: int
+    deadline: float | None
+    monotonic: Callable[[], float]
+    sleep: Callable[[float], None]
+    max_throttled: int = 5
+
+
 class BatchWriter:
     """Carries out the write decisions of one run. Not thread-safe; one per run."""
 
@@ -58,23 +71,18 @@ class BatchWriter:
         bindings: SubscriptionBindings,
         summary: RunSummary,
         rlog: logging.LoggerAdapter[logging.Logger],
-        *,
-        batch_size: int,
-        deadline: float | None,
-        monotonic: Callable[[], float],
-        sleep: Callable[[float], None],
-        max_throttled: int = 5,
+        limits: WriteLimits,
     ) -> None:
         self._repo = repo
         self._world = world
         self._bindings = bindings
         self._summary = summary
         self._log = rlog
-        self.batch_size = max(1, min(batch_size, 1000))
-        self._deadline = deadline
-        self._monotonic = monotonic
-        self._sleep = sleep
-        self._max_throttled = max(1, max_throttled)
+        self.batch_size = max(1, min(limits.batch_size, 1000))
+        self._deadline = limits.deadline
+        self._monotonic = limits.monotonic
+        self._sleep = limits.sleep
+        self._max_throttled = max(1, limits.max_throttled)
         self.batches = 0  # $batch requests answered (for logs and the benchmark)
 
     def write(self, decisions: Sequence[Decision]) -> list[Decision]:

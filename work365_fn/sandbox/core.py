@@ -18,6 +18,12 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import parse_qs
 
+from work365_fn.errors import ConfigError
+
+
+class ScenarioError(ConfigError):
+    """A scenario file is unreadable or has a bad field (the message names it)."""
+
 
 class Headers:
     """Case-insensitive, single-valued request headers."""

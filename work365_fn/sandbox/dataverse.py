@@ -156,7 +156,7 @@ def _method_not_allowed(method: str, what: str) -> ODataError:
 class DataverseEmulator:
     service = "dataverse"
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - independent emulator switches; tests set each alone
         self,
         db_path: str,
         base_url: str,
@@ -576,7 +576,9 @@ class DataverseEmulator:
         response.headers.setdefault("x-ms-service-request-id", str(uuid.uuid4()))
         return response
 
-    def _route(self, request: Request, *, batched: bool) -> Response:
+    def _route(  # noqa: PLR0912 - one branch per Web API URL form, as Dataverse resolves them
+        self, request: Request, *, batched: bool
+    ) -> Response:
         path = request.path
         if path in (API, API + "/"):
             if request.method != "GET":

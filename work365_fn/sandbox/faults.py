@@ -33,8 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
 
-from .core import Request, Response
-from .scenario import ScenarioError
+from .core import Request, Response, ScenarioError
 
 SERVICES = ("dataverse", "partnerCenter", "token")
 KINDS = ("429", "503", "500", "slow", "drop", "malformed-json", "401", "race")
@@ -76,7 +75,9 @@ class FaultRule:
         return True
 
 
-def parse_rule(raw: object, where: str = "faults[0]", origin: str = "fault rule") -> FaultRule:
+def parse_rule(  # noqa: PLR0912, PLR0915 - one check per rule field, each naming the field
+    raw: object, where: str = "faults[0]", origin: str = "fault rule"
+) -> FaultRule:
     """Validate one rule; ScenarioError names the bad field, e.g. "'faults[2].kind' must be ..."."""
 
     def fail(key: str, why: str) -> ScenarioError:

@@ -95,7 +95,7 @@ class Sandbox:
     # --- lifecycle ---------------------------------------------------------------------------
 
     @classmethod
-    def start(
+    def start(  # noqa: PLR0913, PLR0915 - independent keyword options; start-up in order
         cls,
         scenario: Scenario,
         *,
@@ -301,7 +301,7 @@ def _read_meta(db_path: str) -> tuple[list[dict[str, Any]], bool]:
     return faults, alternate_key
 
 
-def serve(
+def serve(  # noqa: PLR0913 - Sandbox.start's options, as the CLI passes them
     scenario: Scenario,
     port: int,
     state_path: str | None,

@@ -9,9 +9,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from work365_fn.errors import ConfigError
 from work365_fn.rules.model import is_guid
 from work365_fn.rules.timestamps import parse_timestamp
+
+from .core import ScenarioError as ScenarioError  # noqa: PLC0414 - re-exported (mypy --strict)
+from .faults import parse_rules
 
 # Fields of a Partner Center AuditRecord a scenario may give (the emulator fills in the rest).
 AUDIT_RECORD_FIELDS = {
@@ -27,10 +29,6 @@ AUDIT_RECORD_FIELDS = {
     "resourceNewValue",
     "customizedData",
 }
-
-
-class ScenarioError(ConfigError):
-    """A scenario file is unreadable or has a bad field (the message names it)."""
 
 
 @dataclass(frozen=True)
@@ -189,7 +187,9 @@ class _Fields:
             )
 
 
-def parse_scenario(raw: object, origin: str = "<memory>") -> Scenario:
+def parse_scenario(  # noqa: PLR0912, PLR0915 - one check per scenario field, each naming it
+    raw: object, origin: str = "<memory>"
+) -> Scenario:
     f = _Fields(origin)
     top = f.obj(raw, "$")
     f.known(
@@ -353,8 +353,6 @@ def parse_scenario(raw: object, origin: str = "<memory>") -> Scenario:
     if isinstance(faults_raw, dict):  # {} is the empty fault set in the documented example
         faults_raw = faults_raw.get("rules", [])
     faults = tuple(f.obj(x, f"faults[{i}]") for i, x in enumerate(f.items(faults_raw, "faults")))
-    # Imported here: the fault module imports ScenarioError from this one.
-    from .faults import parse_rules
 
     parse_rules(faults, f"scenario {origin}")
 

@@ -158,7 +158,7 @@ class _Handler(BaseHTTPRequestHandler):
 class SandboxServer:
     """The HTTPS server and the request pipeline. Emulators are mounted by their service name."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - independent server options; tests set each alone
         self,
         ssl_context: ssl.SSLContext,
         *,

@@ -161,7 +161,9 @@ class TokenEmulator:
             },
         )
 
-    def _token(self, tenant: str, request: Request) -> Response:
+    def _token(  # noqa: PLR0912 - one branch per AADSTS error, in the order Entra checks them
+        self, tenant: str, request: Request
+    ) -> Response:
         if not self._known_tenant(tenant):
             return _tenant_not_found(tenant)
         try:

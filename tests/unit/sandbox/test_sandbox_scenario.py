@@ -4,12 +4,22 @@ from __future__ import annotations
 
 import copy
 import json
+import re
+from collections import Counter
 from datetime import datetime
 from importlib import resources
 from typing import Any
 
 import pytest
 
+from work365_fn.rules import ON_A_CONTRACT, Reason, World, plan
+from work365_fn.rules.model import (
+    AssociationSetting,
+    BillingContract,
+    PcSubscription,
+    ProviderAccount,
+    SubscriptionRecord,
+)
 from work365_fn.sandbox.scenario import Scenario, ScenarioError, parse_scenario
 
 G = "00000000-0000-4000-8000-0000000000{:02x}".format
@@ -41,62 +51,82 @@ def error_of(raw: object) -> str:
     return str(caught.value)
 
 
-# --- a reference of the reason rules (DESIGN.md section 1), to check the demo's promises ------
+# --- what the rules make of a scenario (create mode off), to check what its description says ---
+
+
+def world_of(scenario: Scenario) -> World:
+    """The scenario as the sync reads it: the cutoff is the day the setting was enabled."""
+    setting = AssociationSetting(
+        enabled=scenario.setting.associate_default_billing_contract,
+        since=scenario.setting.enabled_on,
+        since_source="audit",
+    )
+    return World(
+        setting=setting,
+        subscriptions=[
+            PcSubscription(id=s.id, customer_id=c.id)
+            for c in scenario.customers
+            for s in c.subscriptions
+        ],
+        records=[
+            SubscriptionRecord(
+                id=r.id,
+                provider_subscription_id=r.provider_subscription_id,
+                account_id=r.account_id,
+                billing_contract_id=r.billing_contract_id,
+                created_on=r.created_on,
+            )
+            for r in scenario.subscriptions
+        ],
+        provider_accounts=[
+            ProviderAccount(id=p.id, customer_id=p.customer_id, account_id=p.account_id)
+            for p in scenario.provider_accounts
+        ],
+        contracts=[
+            BillingContract(c.id, c.account_id, is_default=c.is_default, active=c.active)
+            for c in scenario.billing_contracts
+        ],
+    )
 
 
 def expected_reasons(scenario: Scenario) -> dict[str, tuple[str, str | None]]:
-    """PC subscription id (as served) -> (reason, billing contract after the run), create mode off.
-    Deliberately naive and independent of the service's association module."""
-    cutoff = scenario.setting.enabled_on
-    assert cutoff is not None
-    records = {r.provider_subscription_id: r for r in scenario.subscriptions}
-    out: dict[str, tuple[str, str | None]] = {}
-    for customer in scenario.customers:
-        pas = [p for p in scenario.provider_accounts if p.customer_id == customer.id.lower()]
-        for sub in customer.subscriptions:
-            out[sub.id] = _reason(scenario, records.get(sub.id.lower()), pas, cutoff)
-    return out
+    """PC subscription id (as served) -> (reason, billing contract after the run)."""
+    return {
+        d.subscription.id: (d.reason.value, d.contract_id if d.reason in ON_A_CONTRACT else None)
+        for d in plan(world_of(scenario))
+    }
 
 
-def _reason(scenario: Scenario, record: Any, pas: list[Any], cutoff: datetime) -> tuple[str, Any]:
-    if record is None:
-        return "not-synced", None
-    if record.billing_contract_id:
-        return "already-assigned", record.billing_contract_id
-    if record.created_on < cutoff:
-        return "existing-subscription", None
-    if not scenario.setting.associate_default_billing_contract:
-        return "setting-off", None
-    accounts = {p.account_id for p in pas}
-    if not pas or None in accounts:
-        return "unmapped-customer", None
-    if len(accounts) > 1:
-        return "ambiguous-provider-account", None
-    (account,) = accounts
-    if record.account_id is not None and record.account_id != account:
-        return "account-mismatch", None
-    defaults = [
-        c.id
-        for c in scenario.billing_contracts
-        if c.account_id == account and c.is_default and c.active
-    ]
-    if not defaults:
-        return "no-default-contract", None
-    if len(defaults) > 1:
-        return "multiple-default-contracts", None
-    return "default-contract", defaults[0]
+def raw_description(name: str) -> list[str]:
+    ref = resources.files("work365_fn.sandbox").joinpath("scenarios", f"{name}.json")
+    lines: list[str] = json.loads(ref.read_text(encoding="utf-8"))["description"]
+    return lines
 
 
 def described_table(name: str) -> dict[str, tuple[str, str | None]]:
     """The expectation table written in the scenario's "description" lines."""
-    ref = resources.files("work365_fn.sandbox").joinpath("scenarios", f"{name}.json")
-    raw = json.loads(ref.read_text(encoding="utf-8"))
     table = {}
-    for line in raw["description"]:
+    for line in raw_description(name):
         cells = [c.strip() for c in line.split("|")]
         if len(cells) == 4 and cells[0] != "PC subscription id":
             table[cells[0]] = (cells[1], None if cells[2] == "null" else cells[2])
     return table
+
+
+def described_counts(name: str) -> Counter[str]:
+    """The "reason N, reason N, ..." summary line of the description."""
+    [line] = [
+        text for text in raw_description(name) if re.fullmatch(r"\s*([a-z-]+ \d+,? ?)+\.?\s*", text)
+    ]
+    return Counter({r: int(n) for r, n in re.findall(r"([a-z-]+) (\d+)", line)})
+
+
+def described_sizes(name: str) -> tuple[int, int]:
+    """(customers, subscriptions) as the description's "N customers, M subscriptions" says."""
+    text = " ".join(raw_description(name))
+    match = re.search(r"(\d+) (?:Partner Center )?customers, (\d+) subscriptions", text)
+    assert match, f"the {name} description says how many customers and subscriptions it has"
+    return int(match.group(1)), int(match.group(2))
 
 
 # --- built-in scenarios ----------------------------------------------------------------------
@@ -104,7 +134,7 @@ def described_table(name: str) -> dict[str, tuple[str, str | None]]:
 
 def test_demo_loads_from_the_package() -> None:
     demo = Scenario.builtin("demo")
-    assert len(demo.customers) >= 12
+    assert len(demo.customers) == described_sizes("demo")[0]
     assert demo.setting.associate_default_billing_contract is True
     assert demo.setting.enabled_on == datetime.fromisoformat("2026-01-01T00:00:00+00:00")
     assert all(c.relationship for c in demo.customers)  # no 403: the demo run succeeds
@@ -114,18 +144,27 @@ def test_demo_loads_from_the_package() -> None:
 
 
 def test_demo_yields_every_reason_but_setting_off_and_error() -> None:
-    reasons = [reason for reason, _ in expected_reasons(Scenario.builtin("demo")).values()]
-    assert set(reasons) == {
-        "not-synced", "already-assigned", "existing-subscription", "unmapped-customer",
-        "ambiguous-provider-account", "account-mismatch", "no-default-contract",
-        "multiple-default-contracts", "default-contract",
-    }  # fmt: skip
-    assert reasons.count("default-contract") >= 3
-    assert reasons.count("no-default-contract") == 2  # one without defaults, one inactive default
+    reasons = Counter(reason for reason, _ in expected_reasons(Scenario.builtin("demo")).values())
+    assert set(reasons) == {r.value for r in Reason} - {Reason.SETTING_OFF, Reason.ERROR}
+    assert reasons[Reason.DEFAULT_CONTRACT] >= 3
+
+
+def test_demo_shows_no_default_contract_both_without_defaults_and_with_an_inactive_one() -> None:
+    demo = Scenario.builtin("demo")
+    world = world_of(demo)
+    accounts = {d.account_id for d in plan(world) if d.reason is Reason.NO_DEFAULT_CONTRACT}
+    inactive = {c.account_id for c in demo.billing_contracts if c.is_default and not c.active}
+    assert accounts - inactive, "an Account without any default contract"
+    assert accounts & inactive, "an Account whose only default is inactive"
 
 
 def test_demo_description_table_matches_the_rules() -> None:
     assert described_table("demo") == expected_reasons(Scenario.builtin("demo"))
+
+
+def test_demo_description_counts_match_its_table() -> None:
+    table = Counter(reason for reason, _ in described_table("demo").values())
+    assert described_counts("demo") == table
 
 
 def test_demo_default_contract_cases_include_null_account_and_upper_case_customer() -> None:
@@ -154,9 +193,16 @@ def test_setting_off_scenario_shows_setting_off() -> None:
     scenario = Scenario.builtin("setting-off")
     assert scenario.setting.associate_default_billing_contract is False
     expected = expected_reasons(scenario)
-    reasons = {reason for reason, _ in expected.values()}
-    assert {"setting-off", "already-assigned", "existing-subscription"} <= reasons
+    assert Reason.SETTING_OFF in {reason for reason, _ in expected.values()}
     assert described_table("setting-off") == expected
+
+
+@pytest.mark.parametrize("name", ["demo", "setting-off"])
+def test_a_builtin_has_the_customers_and_subscriptions_its_description_says(name: str) -> None:
+    scenario = Scenario.builtin(name)
+    served = [s for c in scenario.customers for s in c.subscriptions]
+    assert described_sizes(name) == (len(scenario.customers), len(served))
+    assert set(described_table(name)) == {s.id for s in served}
 
 
 def test_unknown_builtin_is_named() -> None:

@@ -43,22 +43,32 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings on stderr")
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
+    _add_sync(sub)
+    _add_check_schema(sub)
+    ops_cli.add_parsers(sub, _sandbox_options)
+    _add_bench(sub)
+    _add_sandbox(sub)
+    return parser
 
-    def sandbox_options(p: argparse.ArgumentParser) -> None:
-        p.add_argument(
-            "--sandbox",
-            action="store_true",
-            help="run against the built-in local sandbox (no Azure account needed)",
-        )
-        p.add_argument(
-            "--scenario",
-            help="sandbox seed data: a scenario JSON file, or a built-in name (demo, setting-off)",
-        )
-        p.add_argument(
-            "--state",
-            help="sandbox SQLite file kept between runs (created from the scenario if missing)",
-        )
 
+def _sandbox_options(p: argparse.ArgumentParser) -> None:
+    """--sandbox, --scenario, --state: for every command that can run on the local sandbox."""
+    p.add_argument(
+        "--sandbox",
+        action="store_true",
+        help="run against the built-in local sandbox (no Azure account needed)",
+    )
+    p.add_argument(
+        "--scenario",
+        help="sandbox seed data: a scenario JSON file, or a built-in name (demo, setting-off)",
+    )
+    p.add_argument(
+        "--state",
+        help="sandbox SQLite file kept between runs (created from the scenario if missing)",
+    )
+
+
+def _add_sync(sub: Any) -> None:
     p_sync = sub.add_parser("sync", help="run the association (the timer's job)")
     p_sync.add_argument("--dry-run", action="store_true", help="plan only, write nothing")
     p_sync.add_argument(
@@ -72,14 +82,16 @@ def _parser() -> argparse.ArgumentParser:
         help="full (default): every customer; incremental: the customers changed since the "
         "watermark; auto: incremental unless a full run is due (the timer's mode)",
     )
-    sandbox_options(p_sync)
+    _sandbox_options(p_sync)
 
+
+def _add_check_schema(sub: Any) -> None:
     p_check = sub.add_parser("check-schema", help="verify the schema map against the metadata")
     p_check.add_argument("--json", action="store_true", help="print the checks as JSON")
-    sandbox_options(p_check)
+    _sandbox_options(p_check)
 
-    ops_cli.add_parsers(sub, sandbox_options)
 
+def _add_bench(sub: Any) -> None:
     p_bench = sub.add_parser(
         "bench", help="benchmark a full and an incremental run on a generated sandbox"
     )
@@ -93,13 +105,14 @@ def _parser() -> argparse.ArgumentParser:
     p_bench.add_argument("--seed", type=int, default=365, help="scenario generator seed")
     p_bench.add_argument("--json", action="store_true", help="print the results as JSON")
 
+
+def _add_sandbox(sub: Any) -> None:
     p_box = sub.add_parser("sandbox", help="the local sandbox")
     box_sub = p_box.add_subparsers(dest="sandbox_command", required=True, metavar="command")
     p_serve = box_sub.add_parser("serve", help="run the emulators until Ctrl-C")
     p_serve.add_argument("--scenario", help="scenario file or built-in name (default: demo)")
     p_serve.add_argument("--state", help="SQLite file kept between runs")
     p_serve.add_argument("--port", type=int, default=0, help="loopback port (default: a free one)")
-    return parser
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:

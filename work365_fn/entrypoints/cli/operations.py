@@ -1,4 +1,4 @@
-"""The operations commands of the CLI: `diagnose`, `report`, `backfill` (cli.py dispatches here).
+"""The operations commands of the CLI: `diagnose`, `report`, `backfill` (main.py dispatches here).
 
 Exit codes: 0 done (diagnose: every check passed), 1 done with failures (diagnose: a check
 failed), 2 usage or configuration error.
@@ -77,7 +77,9 @@ def _dump(document: dict[str, Any], out: TextIO) -> None:
 def _diagnose(services: Services, args: argparse.Namespace, out: TextIO) -> int:
     if not args.customer and not args.subscription:
         raise ValueError("diagnose needs --customer ID or --subscription ID")
-    result = run_diagnose(services, DiagnoseRequest(args.customer, args.subscription))
+    result = run_diagnose(
+        services.diagnose_deps(), DiagnoseRequest(args.customer, args.subscription)
+    )
     if args.json:
         _dump(result, out)
     else:
@@ -128,7 +130,7 @@ _TITLES = {
 
 
 def _report(services: Services, args: argparse.Namespace, out: TextIO) -> int:
-    report = run_report(services)
+    report = run_report(services.reader_deps())
     if args.json:
         _dump(report, out)
     elif args.csv:
@@ -200,7 +202,7 @@ def _backfill(services: Services, args: argparse.Namespace, out: TextIO) -> int:
         if not args.json:
             print_plan(bf, out)
 
-    result = run_backfill(services, request, on_plan=show_plan)
+    result = run_backfill(services.backfill_deps(), request, on_plan=show_plan)
     if args.json:
         _dump(result, out)
     else:

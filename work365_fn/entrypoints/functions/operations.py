@@ -11,7 +11,11 @@ from typing import Any
 import azure.functions as func
 
 from work365_fn.entrypoints import http_input as validation
-from work365_fn.entrypoints.functions.handlers import ServicesFactory, error_response, json_response
+from work365_fn.entrypoints.functions.responses import (
+    ServicesFactory,
+    error_response,
+    json_response,
+)
 from work365_fn.entrypoints.functions.runs import start_async
 from work365_fn.entrypoints.http_input import BadRequest
 from work365_fn.errors import ConfigError, Work365Error
@@ -62,7 +66,7 @@ def diagnose_http(req: func.HttpRequest, services: ServicesFactory) -> func.Http
     try:
         built = services()
         result = run_diagnose(
-            built,
+            built.diagnose_deps(),
             DiagnoseRequest(customer, subscription),
             run_id,
             budget_seconds=built.settings.http_budget_seconds,
@@ -85,7 +89,9 @@ def report_http(req: func.HttpRequest, services: ServicesFactory) -> func.HttpRe
         built = services()
         if run_async:
             return start_async("report", {}, built, run_id=run_id, request=req)
-        result = run_report(built, run_id, budget_seconds=built.settings.http_budget_seconds)
+        result = run_report(
+            built.reader_deps(), run_id, budget_seconds=built.settings.http_budget_seconds
+        )
     except ConfigError as exc:
         log.error("[run %s] configuration error: %s", run_id, exc)
         return error_response(500, "configuration", str(exc), run_id)
@@ -110,7 +116,7 @@ def backfill_http(req: func.HttpRequest, services: ServicesFactory) -> func.Http
         if run_async:
             return start_async("backfill", payload, built, run_id=run_id, request=req)
         result = run_backfill(
-            built,
+            built.backfill_deps(),
             BackfillRequest(
                 apply=apply,
                 customer_ids=customers,

@@ -20,10 +20,15 @@ from urllib.parse import quote, urlsplit
 
 import azure.functions as func
 
-from work365_fn.entrypoints.functions.handlers import ServicesFactory, error_response, json_response
+from work365_fn.entrypoints.functions.responses import (
+    ServicesFactory,
+    error_response,
+    json_response,
+)
 from work365_fn.errors import ApiError, ConfigError, MissingSettingError
 from work365_fn.operations.fanout import BATCH_PREFIX, live_fanout
-from work365_fn.operations.jobs import DONE, JobMessage, RunStates, fail_poisoned, run_job
+from work365_fn.operations.jobs import fail_poisoned, run_job
+from work365_fn.operations.run_documents import DONE, JobMessage, RunStates
 from work365_fn.rules.model import is_guid
 
 if TYPE_CHECKING:
@@ -217,7 +222,7 @@ def conflict_response(run_id: str, holder: str | None) -> func.HttpResponse:
 
 def run_job_message(msg: func.QueueMessage, services: ServicesFactory) -> None:
     """The queue trigger: run the job the message names (the host retries when this raises)."""
-    run_job(services(), msg.get_body(), msg.dequeue_count)
+    run_job(services().job_deps(), msg.get_body(), msg.dequeue_count)
 
 
 def poison_message(msg: func.QueueMessage, services: ServicesFactory) -> None:
@@ -227,4 +232,4 @@ def poison_message(msg: func.QueueMessage, services: ServicesFactory) -> None:
     except ConfigError as exc:
         log.error("poison message not recorded: configuration error: %s", exc)
         return
-    fail_poisoned(built, msg.get_body())
+    fail_poisoned(built.job_deps(), msg.get_body())

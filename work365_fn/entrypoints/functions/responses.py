@@ -1,0 +1,36 @@
+"""JSON answers of the HTTP handlers: camelCase bodies, the run id in `x-ms-correlation-id`."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import azure.functions as func
+
+from work365_fn.composition import Services
+
+ServicesFactory = Callable[[], Services]
+
+
+def json_response(
+    status: int, payload: dict[str, Any], headers: dict[str, str] | None = None
+) -> func.HttpResponse:
+    return func.HttpResponse(
+        body=json.dumps(payload, indent=None),
+        status_code=status,
+        mimetype="application/json",
+        charset="utf-8",
+        headers=headers,
+    )
+
+
+def error_response(
+    status: int, error: str, message: str, run_id: str | None = None, **extra: Any
+) -> func.HttpResponse:
+    body: dict[str, Any] = {"error": error, "message": message}
+    if run_id:
+        body["runId"] = run_id
+    body.update(extra)
+    headers = {"x-ms-correlation-id": run_id} if run_id else None
+    return json_response(status, body, headers)
