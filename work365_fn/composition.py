@@ -18,7 +18,7 @@ from work365_fn.adapters.auth import MsalApp, MsalTokenProvider, TokenProvider
 from work365_fn.adapters.dataverse import REQUEST_ID_HEADER, DataverseClient
 from work365_fn.adapters.dataverse import parse_error as dataverse_error
 from work365_fn.adapters.dataverse_metadata import (
-    Check,
+    SchemaCheck,
     SubscriptionBindings,
     check_schema,
     subscription_bindings,
@@ -284,7 +284,7 @@ class Services:
             after_batch=lambda run_id, count: after_batch(self.fanout_deps(), run_id, count),
         )
 
-    def check_schema(self) -> list[Check]:
+    def check_schema(self) -> list[SchemaCheck]:
         return check_schema(self.dataverse, self.schema)
 
 

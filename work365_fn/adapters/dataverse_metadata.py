@@ -71,7 +71,7 @@ class _Table(Protocol):
 
 
 @dataclass(frozen=True)
-class Check:
+class SchemaCheck:
     name: str
     ok: bool
     detail: str
@@ -80,9 +80,9 @@ class Check:
         return {"check": self.name, "ok": self.ok, "detail": self.detail}
 
 
-def check_schema(client: DataverseClient, schema: Schema) -> list[Check]:
+def check_schema(client: DataverseClient, schema: Schema) -> list[SchemaCheck]:
     """Every configured table, column and lookup against the metadata. Reads only."""
-    checks: list[Check] = []
+    checks: list[SchemaCheck] = []
     present: set[str] = set()
     for label, (table, columns) in _configured_tables(schema).items():
         found, check = _table_check(client, label, table)
@@ -114,15 +114,15 @@ def _configured_tables(schema: Schema) -> dict[str, tuple[_Table, list[str]]]:
     }
 
 
-def _table_check(client: DataverseClient, label: str, table: _Table) -> tuple[bool, Check]:
+def _table_check(client: DataverseClient, label: str, table: _Table) -> tuple[bool, SchemaCheck]:
     """(whether the table exists, its check: entity set and primary id as the map says)."""
     name = f"{label} table"
     try:
         definition = client.entity_definition(table.table)
     except NotFoundError:
-        return False, Check(name, False, f"no table named {table.table}")
+        return False, SchemaCheck(name, False, f"no table named {table.table}")
     except ApiError as exc:
-        return False, Check(name, False, f"cannot read metadata: {exc}")
+        return False, SchemaCheck(name, False, f"cannot read metadata: {exc}")
     entity_set = str(definition.get("EntitySetName", ""))
     id_attr = str(definition.get("PrimaryIdAttribute", ""))
     problems = []
@@ -130,10 +130,12 @@ def _table_check(client: DataverseClient, label: str, table: _Table) -> tuple[bo
         problems.append(f"entity set is {entity_set}, the map says {table.entity_set}")
     if id_attr != table.id:
         problems.append(f"primary id is {id_attr}, the map says {table.id}")
-    return True, Check(name, not problems, "; ".join(problems) or f"{table.table} ({entity_set})")
+    return True, SchemaCheck(
+        name, not problems, "; ".join(problems) or f"{table.table} ({entity_set})"
+    )
 
 
-def _column_checks(client: DataverseClient, table: _Table, columns: list[str]) -> list[Check]:
+def _column_checks(client: DataverseClient, table: _Table, columns: list[str]) -> list[SchemaCheck]:
     """One check per configured column of an existing table (its name column first)."""
     attributes = {str(a.get("LogicalName", "")).lower() for a in client.attributes(table.table)}
     name_column: str | None = getattr(table, "name", None)
@@ -141,7 +143,7 @@ def _column_checks(client: DataverseClient, table: _Table, columns: list[str]) -
     for column in [c for c in [name_column, *columns] if c]:
         found = column.lower() in attributes
         checks.append(
-            Check(
+            SchemaCheck(
                 f"{table.table}.{column}",
                 found,
                 "present" if found else f"no column {column} on {table.table}",
@@ -150,29 +152,29 @@ def _column_checks(client: DataverseClient, table: _Table, columns: list[str]) -
     return checks
 
 
-def _lookup_checks(client: DataverseClient, schema: Schema, present: set[str]) -> list[Check]:
+def _lookup_checks(client: DataverseClient, schema: Schema, present: set[str]) -> list[SchemaCheck]:
     """One check per lookup of the map: its navigation property, where its table exists."""
     checks = []
     for table_name, attribute, referenced in schema.lookups():
         name = f"{table_name}.{attribute} -> {referenced}"
         if table_name not in present:
-            checks.append(Check(name, False, f"table {table_name} is missing"))
+            checks.append(SchemaCheck(name, False, f"table {table_name} is missing"))
             continue
         try:
             nav = _nav_for(client, table_name, attribute, referenced)
         except SchemaError:
-            checks.append(Check(name, False, f"no lookup {attribute} to {referenced}"))
+            checks.append(SchemaCheck(name, False, f"no lookup {attribute} to {referenced}"))
             continue
-        checks.append(Check(name, True, f"navigation property {nav}"))
+        checks.append(SchemaCheck(name, True, f"navigation property {nav}"))
     return checks
 
 
-def _alternate_key_check(client: DataverseClient, schema: Schema) -> Check:
+def _alternate_key_check(client: DataverseClient, schema: Schema) -> SchemaCheck:
     """Informational (always ok): whether create mode can create through the alternate key."""
     key = has_alternate_key(
         client, schema.subscription.table, schema.subscription.provider_subscription_id
     )
-    return Check(
+    return SchemaCheck(
         "alternate key on provider subscription id",
         True,
         (

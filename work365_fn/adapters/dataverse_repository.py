@@ -11,7 +11,7 @@ from typing import Any
 
 from work365_fn.adapters.dataverse import DataverseClient, odata_guid, odata_in, odata_string
 from work365_fn.adapters.dataverse_metadata import SubscriptionBindings
-from work365_fn.adapters.odata_batch import BatchOperation
+from work365_fn.adapters.odata_batch import BatchOperation, BatchResult
 from work365_fn.adapters.schema import Schema
 from work365_fn.errors import ApiError, InvalidResponseError
 from work365_fn.rules.model import (
@@ -53,7 +53,7 @@ def lookup(name: str) -> str:
 
 class Repository:
     def __init__(self, client: DataverseClient, schema: Schema) -> None:
-        self.client = client
+        self._client = client
         self.schema = schema
 
     # ---- setting and cutoff ---------------------------------------------------------------
@@ -62,7 +62,7 @@ class Repository:
         t = self.schema.setting
         warnings: list[str] = []
         rows = list(
-            self.client.iter_rows(
+            self._client.iter_rows(
                 t.entity_set,
                 select=[t.id, t.associate_default, "modifiedon"],
                 orderby="modifiedon desc",
@@ -101,7 +101,7 @@ class Repository:
     def _audit_cutoff(self, row_id: str, warnings: list[str]) -> datetime | None:
         t = self.schema.setting
         try:
-            details = self.client.attribute_change_history(
+            details = self._client.attribute_change_history(
                 t.entity_set, row_id, t.associate_default
             )
             latest, undated = _latest_enabling(details, t.associate_default)
@@ -126,12 +126,12 @@ class Repository:
         `AuditRecord`, so without dates. The date is then that of the newest `audits` row of the
         setting row whose details set the column to Yes."""
         t = self.schema.setting
-        for row in self.client.audit_rows(t.table, row_id, top=AUDIT_ROWS_READ):
+        for row in self._client.audit_rows(t.table, row_id, top=AUDIT_ROWS_READ):
             audit_id = _guid_or_none(row.get("auditid"))
             when = parse_timestamp(str(row.get("createdon") or ""))
             if audit_id is None or when is None:
                 continue
-            new = self.client.audit_detail(audit_id).get("NewValue")
+            new = self._client.audit_detail(audit_id).get("NewValue")
             if isinstance(new, dict) and new.get(t.associate_default) is True:
                 return when
         return None
@@ -143,7 +143,7 @@ class Repository:
         dataverse.py literal helpers."""
         t = self.schema.provider_account
         out = []
-        for row in self.client.iter_rows(
+        for row in self._client.iter_rows(
             t.entity_set, select=[t.id, t.name, t.customer_id, lookup(t.account)], filter=filter
         ):
             customer = row.get(t.customer_id)
@@ -166,7 +166,7 @@ class Repository:
         """Billing contracts matching an OData `filter` (all of them without one)."""
         t = self.schema.billing_contract
         out = []
-        for row in self.client.iter_rows(
+        for row in self._client.iter_rows(
             t.entity_set,
             select=[t.id, t.name, t.is_default, t.state, lookup(t.account)],
             filter=filter,
@@ -209,7 +209,7 @@ class Repository:
         t = self.schema.subscription
         return [
             self._record(row)
-            for row in self.client.iter_rows(
+            for row in self._client.iter_rows(
                 t.entity_set,
                 select=self._record_select(),
                 filter=f"{t.provider_subscription_id} ne null",
@@ -226,7 +226,7 @@ class Repository:
         select = self._record_select() + [c for c in columns if c not in self._record_select()]
         return [
             (self._record(row), {c: row.get(c) for c in columns})
-            for row in self.client.iter_rows(t.entity_set, select=select, filter=where)
+            for row in self._client.iter_rows(t.entity_set, select=select, filter=where)
         ]
 
     def record_row(
@@ -235,7 +235,7 @@ class Repository:
         """Re-read one record with the raw values of `columns` (NotFoundError when gone)."""
         t = self.schema.subscription
         select = self._record_select() + [c for c in columns if c not in self._record_select()]
-        row = self.client.get_row(t.entity_set, address, select=select)
+        row = self._client.get_row(t.entity_set, address, select=select)
         return self._record(row), {c: row.get(c) for c in columns}
 
     def account_names(self, account_ids: Sequence[str]) -> dict[str, str]:
@@ -244,7 +244,7 @@ class Repository:
         t = self.schema.account
         out: dict[str, str] = {}
         for chunk in _chunks(sorted({norm_id(a) for a in account_ids}), IN_CHUNK):
-            for row in self.client.iter_rows(
+            for row in self._client.iter_rows(
                 t.entity_set, select=[t.id, t.name], filter=odata_in(t.id, chunk)
             ):
                 account_id = _guid_or_none(row.get(t.id))
@@ -271,7 +271,7 @@ class Repository:
         for chunk in _chunks(sorted({s.lower() for s in subscription_ids}), IN_CHUNK):
             out.extend(
                 (self._record(row), {c: row.get(c) for c in columns})
-                for row in self.client.iter_rows(
+                for row in self._client.iter_rows(
                     t.entity_set,
                     select=select,
                     filter=odata_in(t.provider_subscription_id, chunk),
@@ -317,14 +317,27 @@ class Repository:
         )
         return [
             self._record(row)
-            for row in self.client.iter_rows(t.entity_set, select=self._record_select(), filter=flt)
+            for row in self._client.iter_rows(
+                t.entity_set, select=self._record_select(), filter=flt
+            )
         ]
+
+    def batch(self, operations: Sequence[BatchOperation]) -> list[BatchResult]:
+        """Send write operations (built by `assign_operation` / `create_operation`) as one
+        `$batch`: one result per operation answered, in order."""
+        return self._client.batch(operations)
+
+    def clear_contract(self, record_id: str, navigation: str, *, etag: str) -> None:
+        """Clear a subscription record's Billing Contract lookup if the record is unchanged
+        since read (If-Match; ConflictError on 412): what undo does."""
+        t = self.schema.subscription
+        self._client.clear_lookup(t.entity_set, record_id, navigation, etag=etag)
 
     def record(self, address: str) -> SubscriptionRecord:
         """Re-read one record by id or key address (NotFoundError when gone)."""
         t = self.schema.subscription
         return self._record(
-            self.client.get_row(t.entity_set, address, select=self._record_select())
+            self._client.get_row(t.entity_set, address, select=self._record_select())
         )
 
     # ---- writes -----------------------------------------------------------------------------
@@ -336,7 +349,7 @@ class Repository:
         Returns the record's new ETag when Dataverse sends one."""
         op = self.assign_operation(record, contract_id, bindings)
         assert record.etag is not None and op.body is not None
-        return self.client.update(
+        return self._client.update(
             self.schema.subscription.entity_set, record.id, dict(op.body), etag=record.etag
         )
 
@@ -353,7 +366,7 @@ class Repository:
                 f"/{self.schema.billing_contract.entity_set}({odata_guid(contract_id)})"
             )
         }
-        return self.client.update_operation(
+        return self._client.update_operation(
             self.schema.subscription.entity_set, record.id, body, etag=record.etag
         )
 
@@ -375,7 +388,7 @@ class Repository:
         t = self.schema.subscription
         address = self.create_address(sub, bindings)
         body = self._create_body(sub, account_id, contract_id, bindings)
-        entity_id = self.client.create_only(t.entity_set, address, body)
+        entity_id = self._client.create_only(t.entity_set, address, body)
         return self.created_record_id(address, entity_id, bindings)
 
     def create_operation(
@@ -386,7 +399,7 @@ class Repository:
         bindings: SubscriptionBindings,
     ) -> BatchOperation:
         """`create` as one operation of a `$batch` (PATCH with If-None-Match: *)."""
-        return self.client.create_only_operation(
+        return self._client.create_only_operation(
             self.schema.subscription.entity_set,
             self.create_address(sub, bindings),
             self._create_body(sub, account_id, contract_id, bindings),

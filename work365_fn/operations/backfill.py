@@ -40,6 +40,7 @@ from work365_fn.operations.reader import ReaderDeps, ReadOptions, read_tenant
 from work365_fn.rules import Reason, World, decide_for_record, plan
 from work365_fn.rules.fixes import billing_references_fix
 from work365_fn.rules.model import AssociationSetting, PcSubscription, SubscriptionRecord, norm_id
+from work365_fn.rules.summary import setting_json
 from work365_fn.rules.timestamps import format_timestamp
 
 log = logging.getLogger(__name__)
@@ -428,7 +429,6 @@ def undo_backfill(
     errors: list[dict[str, object]] = []
     undo = _Undo(
         repo=deps.repository,
-        entity_set=deps.table.entity_set,
         journal=journal,
         apply=request.apply,
         run_id=run_id,
@@ -486,12 +486,11 @@ def _undo_counts(items: list[dict[str, Any]]) -> dict[str, int]:
 
 @dataclass(frozen=True)
 class _Undo:
-    """What undoing a backfill run works with: the repository, the subscriptions' entity set,
-    the undone run's journal (each entry records its undo), whether to write, this run's id,
-    the run's error list (appended to) and its log."""
+    """What undoing a backfill run works with: the repository, the undone run's journal (each
+    entry records its undo), whether to write, this run's id, the run's error list (appended
+    to) and its log."""
 
     repo: Repository
-    entity_set: str
     journal: Journal
     apply: bool
     run_id: str
@@ -585,9 +584,7 @@ def _clear(
     assert record.etag is not None
     undo.mark(entry, "pending")
     try:
-        undo.repo.client.clear_lookup(
-            undo.entity_set, record_id, str(entry["navigation"]), etag=record.etag
-        )
+        undo.repo.clear_contract(record_id, str(entry["navigation"]), etag=record.etag)
     except ConflictError:
         undo.mark(entry, "changed")
         item["result"], item["message"] = "changed", "modified meanwhile (412): left alone"
@@ -628,11 +625,7 @@ def result_json(bf: BackfillPlan, finished: datetime, *, applied: bool) -> dict[
         "status": status,
         "startedAt": format_timestamp(bf.started_at),
         "finishedAt": format_timestamp(finished),
-        "setting": {
-            "associateDefaultBillingContract": setting.enabled,
-            "since": format_timestamp(setting.since) if setting.since else None,
-            "sinceSource": setting.since_source,
-        },
+        "setting": setting_json(setting),
         "counts": {
             "candidates": bf.candidates,
             "eligible": sum(i.eligible for i in items),

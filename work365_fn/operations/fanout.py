@@ -64,7 +64,7 @@ from work365_fn.operations.run_documents import (
 )
 from work365_fn.rules import LISTED, Reason, count_groups, count_reasons
 from work365_fn.rules.model import is_guid
-from work365_fn.rules.summary import SCHEMA_VERSION, RunSummary
+from work365_fn.rules.summary import SCHEMA_VERSION, RunSummary, setting_json
 from work365_fn.rules.timestamps import format_timestamp, parse_timestamp
 
 
@@ -534,8 +534,7 @@ class Aggregation:
             "status": self.status,
             "startedAt": self.started_at,
             "finishedAt": self.finished_at,
-            "setting": self.setting
-            or {"associateDefaultBillingContract": False, "since": None, "sinceSource": None},
+            "setting": self.setting or setting_json(None),
             "counts": dict(self.counts),
             "byReason": dict(self.by_reason),
         }

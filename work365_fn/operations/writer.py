@@ -110,7 +110,7 @@ class BatchWriter:
             if not sent:
                 continue
             try:
-                results = self._repo.client.batch(operations)
+                results = self._repo.batch(operations)
             except ThrottledError as exc:
                 throttled += 1
                 if throttled > self._max_throttled:

@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from work365_fn.adapters.dataverse_metadata import Check
+from work365_fn.adapters.dataverse_metadata import SchemaCheck
 from work365_fn.adapters.storage import LeaseTakenError
 from work365_fn.composition import Services
 from work365_fn.entrypoints.cli import operations as ops_cli
@@ -264,7 +264,7 @@ def _print_summary(summary: RunSummary, out: TextIO) -> None:
 
 
 def _check_schema(services: Services, args: argparse.Namespace, out: TextIO) -> int:
-    checks: list[Check] = services.check_schema()
+    checks: list[SchemaCheck] = services.check_schema()
     ok = all(c.ok for c in checks)
     if args.json:
         out.write(json.dumps({"ok": ok, "checks": [c.to_json() for c in checks]}, indent=2) + "\n")
