@@ -18,7 +18,7 @@ from azure.core.exceptions import ResourceNotFoundError
 import function_app
 from tests.azurite import StorageNames
 from tests.e2e.async_support import SIGNING_KEY, App, clean_environment
-from tests.integration.conftest import OLD, World, gid
+from tests.integration.conftest import OLD, ScenarioBuilder, gid
 from work365_fn.adapters.storage import BlobRunStore
 from work365_fn.entrypoints.functions.runs import sign
 from work365_fn.sandbox import Sandbox, Scenario
@@ -29,7 +29,7 @@ BATCH_SIZE = 2
 
 def scenario() -> Scenario:
     """Nine customers, every reason among them, one without a reseller relationship."""
-    world = World()
+    world = ScenarioBuilder()
     a1 = world.account(1)  # one default
     a2 = world.account(2, default_contracts=0)
     a3 = world.account(3, default_contracts=2)

@@ -24,7 +24,6 @@ import function_app
 from tests.e2e.async_support import App, app, get_status, status_request
 from tests.integration import demo
 from work365_fn.entrypoints.functions.runs import sign
-from work365_fn.rules import Reason
 from work365_fn.sandbox import Sandbox, Scenario
 
 __all__ = ["app"]  # the fixture
@@ -80,30 +79,6 @@ def test_every_operation_is_ready_for_power_automate() -> None:
                     assert "x-ms-correlation-id" in response.get("headers", {}), where
             for status in ("400", "500", "502"):
                 assert status in op["responses"], f"{where} {status}"
-
-
-def reason_enums(node: Any, where: str = "") -> Iterator[tuple[str, list[str]]]:
-    """Every `reason` property's enum in the spec, with where it is."""
-    if isinstance(node, dict):
-        reason = (node.get("properties") or {}).get("reason")
-        if isinstance(reason, dict) and "enum" in reason:
-            yield f"{where}/properties/reason", reason["enum"]
-        for key, value in node.items():
-            yield from reason_enums(value, f"{where}/{key}")
-    elif isinstance(node, list):
-        for i, value in enumerate(node):
-            yield from reason_enums(value, f"{where}/{i}")
-
-
-def test_the_spec_names_every_reason_of_the_code() -> None:
-    reasons = [reason.value for reason in Reason]
-    enums = dict(reason_enums(SPEC))
-    assert enums, "the spec types the reason of a subscription"
-    for where, enum in enums.items():
-        assert enum == reasons, where
-    by_reason = SPEC["definitions"]["ByReason"]
-    assert list(by_reason["properties"]) == reasons
-    assert by_reason["required"] == reasons
 
 
 # ---- the spec and the app list the same routes ---------------------------------------------

@@ -28,7 +28,7 @@ def gid(kind: str, n: int) -> str:
 
 
 @dataclass
-class World:
+class ScenarioBuilder:
     """A scenario under construction: one customer -> provider account -> account by default."""
 
     raw: dict[str, Any] = field(
@@ -143,8 +143,8 @@ class World:
 
 
 @pytest.fixture
-def world() -> World:
-    return World()
+def world() -> ScenarioBuilder:
+    return ScenarioBuilder()
 
 
 def services_for(box: Sandbox, sleeps: list[float] | None = None, **settings: str) -> Services:

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.conftest import OLD, World, contract_of, gid, services_for, writes
+from tests.integration.conftest import OLD, ScenarioBuilder, contract_of, gid, services_for, writes
 from work365_fn.composition import Services
 from work365_fn.entrypoints.cli.main import main
 from work365_fn.operations.backfill import (
@@ -35,7 +35,7 @@ DEFAULT = gid("con", 10)
 OTHER = gid("con", 99)
 
 
-def tenant(world: World) -> World:
+def tenant(world: ScenarioBuilder) -> ScenarioBuilder:
     """Existing records of every kind; two of them (rec 1 and 7) are eligible."""
     a1 = world.account(1)  # one default: contract 10
     world.contract(99, a1, default=False)
@@ -79,7 +79,7 @@ def journal(box: Sandbox, run_id: str) -> dict[str, Any]:
     return doc
 
 
-def test_dry_run_plans_and_writes_nothing(world: World, start: Any) -> None:
+def test_dry_run_plans_and_writes_nothing(world: ScenarioBuilder, start: Any) -> None:
     box = start(tenant(world).scenario())
     before = contracts(box)
     result = backfill(box)
@@ -108,7 +108,7 @@ def test_dry_run_plans_and_writes_nothing(world: World, start: Any) -> None:
     assert services_for(box).run_store().names(result["runId"]) == []  # no journal either
 
 
-def test_apply_assigns_exactly_the_eligible_records(world: World, start: Any) -> None:
+def test_apply_assigns_exactly_the_eligible_records(world: ScenarioBuilder, start: Any) -> None:
     box = start(tenant(world).scenario())
     before = contracts(box)
     result = backfill(box, apply=True)
@@ -122,7 +122,7 @@ def test_apply_assigns_exactly_the_eligible_records(world: World, start: Any) ->
     assert result["status"] == "succeeded"
 
 
-def test_a_second_apply_writes_nothing(world: World, start: Any) -> None:
+def test_a_second_apply_writes_nothing(world: ScenarioBuilder, start: Any) -> None:
     box = start(tenant(world).scenario())
     backfill(box, apply=True)
     box.reset_counts()
@@ -132,7 +132,9 @@ def test_a_second_apply_writes_nothing(world: World, start: Any) -> None:
     assert ELIGIBLE not in items(again)  # already assigned now: out of scope
 
 
-def test_the_journal_records_each_write_before_and_after_it(world: World, start: Any) -> None:
+def test_the_journal_records_each_write_before_and_after_it(
+    world: ScenarioBuilder, start: Any
+) -> None:
     box = start(tenant(world).scenario())
     services = services_for(box)
     recorder = RecordingStore(services, box)
@@ -163,7 +165,7 @@ def test_the_journal_records_each_write_before_and_after_it(world: World, start:
 
 
 def test_a_record_assigned_by_someone_else_between_plan_and_apply_is_left(
-    world: World, start: Any
+    world: ScenarioBuilder, start: Any
 ) -> None:
     box = start(tenant(world).scenario())
     box.faults.add(
@@ -188,7 +190,9 @@ def test_a_record_assigned_by_someone_else_between_plan_and_apply_is_left(
     ]
 
 
-def test_a_harmless_change_between_plan_and_apply_is_retried(world: World, start: Any) -> None:
+def test_a_harmless_change_between_plan_and_apply_is_retried(
+    world: ScenarioBuilder, start: Any
+) -> None:
     box = start(tenant(world).scenario())
     box.faults.add(
         {
@@ -205,7 +209,9 @@ def test_a_harmless_change_between_plan_and_apply_is_retried(world: World, start
     assert box.counts()["dataverse"]["PATCH work365_subscriptions"] == 3  # 412, retry, rec 7
 
 
-def test_references_added_between_plan_and_apply_stop_the_write(world: World, start: Any) -> None:
+def test_references_added_between_plan_and_apply_stop_the_write(
+    world: ScenarioBuilder, start: Any
+) -> None:
     box = start(tenant(world).scenario())
     box.faults.add(
         {
@@ -221,7 +227,7 @@ def test_references_added_between_plan_and_apply_stop_the_write(world: World, st
     assert items(result)[ELIGIBLE] == ("billing-references", "changed")
 
 
-def test_undo_clears_exactly_what_the_run_set(world: World, start: Any) -> None:
+def test_undo_clears_exactly_what_the_run_set(world: ScenarioBuilder, start: Any) -> None:
     box = start(tenant(world).scenario())
     before = contracts(box)
     run = backfill(box, apply=True)["runId"]
@@ -247,7 +253,7 @@ def test_undo_clears_exactly_what_the_run_set(world: World, start: Any) -> None:
     assert again["items"] == []
 
 
-def test_undo_leaves_a_record_changed_since_alone(world: World, start: Any) -> None:
+def test_undo_leaves_a_record_changed_since_alone(world: ScenarioBuilder, start: Any) -> None:
     box = start(tenant(world).scenario())
     run = backfill(box, apply=True)["runId"]
     # A colleague edits rec 7 afterwards (same contract, other column): its ETag moves on.
@@ -270,7 +276,9 @@ def test_undo_leaves_a_record_changed_since_alone(world: World, start: Any) -> N
     assert "modified since the backfill" in left["message"]
 
 
-def test_undo_leaves_a_record_moved_to_another_contract_alone(world: World, start: Any) -> None:
+def test_undo_leaves_a_record_moved_to_another_contract_alone(
+    world: ScenarioBuilder, start: Any
+) -> None:
     box = start(tenant(world).scenario())
     run = backfill(box, apply=True)["runId"]
     services = services_for(box)
@@ -287,13 +295,15 @@ def test_undo_leaves_a_record_moved_to_another_contract_alone(world: World, star
     assert {i["recordId"]: i["result"] for i in result["items"]}[ELIGIBLE] == "changed"
 
 
-def test_undo_of_an_unknown_run_says_so(world: World, start: Any) -> None:
+def test_undo_of_an_unknown_run_says_so(world: ScenarioBuilder, start: Any) -> None:
     box = start(tenant(world).scenario())
     with pytest.raises(JournalNotFoundError, match="no backfill journal for run"):
         backfill(box, undo="00000000-0000-4000-8000-000000000000", apply=True)
 
 
-def test_a_crash_after_a_write_leaves_a_truthful_journal(world: World, start: Any) -> None:
+def test_a_crash_after_a_write_leaves_a_truthful_journal(
+    world: ScenarioBuilder, start: Any
+) -> None:
     box = start(tenant(world).scenario())
     services = services_for(box)
     recorder = RecordingStore(services, box, crash_when="assigned")
@@ -316,7 +326,7 @@ def test_a_crash_after_a_write_leaves_a_truthful_journal(world: World, start: An
     assert "check it by hand" in undo["items"][0]["message"]
 
 
-def test_the_customer_scope_limits_the_backfill(world: World, start: Any) -> None:
+def test_the_customer_scope_limits_the_backfill(world: ScenarioBuilder, start: Any) -> None:
     box = start(tenant(world).scenario())
     result = backfill(box, customer_ids=(gid("cus", 2),))
     assert set(items(result)) == {TWO_DEFAULTS}
@@ -414,7 +424,7 @@ class RecordingStore:
         self.inner.delete(run_id, name)
 
 
-def test_no_write_starts_after_the_time_budget(world: World, start: Any) -> None:
+def test_no_write_starts_after_the_time_budget(world: ScenarioBuilder, start: Any) -> None:
     box = start(tenant(world).scenario())
     now = [0.0]
 
@@ -432,7 +442,7 @@ def test_no_write_starts_after_the_time_budget(world: World, start: Any) -> None
     assert result["status"] == "partial"
 
 
-def test_a_retried_run_continues_its_journal(world: World, start: Any) -> None:
+def test_a_retried_run_continues_its_journal(world: ScenarioBuilder, start: Any) -> None:
     """A job the host retries runs again under the same run id: the journal keeps the first
     attempt's writes, so the undo of that run still clears them."""
     box = start(tenant(world).scenario())
@@ -462,7 +472,7 @@ def test_a_retried_run_continues_its_journal(world: World, start: Any) -> None:
 
 
 def test_a_long_journal_is_paged_and_undone_whole(
-    world: World, start: Any, monkeypatch: pytest.MonkeyPatch
+    world: ScenarioBuilder, start: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("work365_fn.operations.backfill.JOURNAL_PAGE", 1)
     box = start(tenant(world).scenario())

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.conftest import World, contract_of, gid, sync
+from tests.integration.conftest import ScenarioBuilder, contract_of, gid, sync
 from work365_fn.adapters.dataverse_repository import RECORD_NAMESPACE
 
 
@@ -18,7 +18,7 @@ def by_subscription(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {row["subscriptionId"]: row for row in data["subscriptions"]}
 
 
-def many_new(world: World, n: int, customers: int = 3) -> list[str]:
+def many_new(world: ScenarioBuilder, n: int, customers: int = 3) -> list[str]:
     """`n` new unassigned subscriptions spread over mapped customers (one default each)."""
     owners = []
     for c in range(1, customers + 1):
@@ -28,7 +28,7 @@ def many_new(world: World, n: int, customers: int = 3) -> list[str]:
 
 @pytest.mark.parametrize(("writes", "size"), [(7, 3), (7, 7), (12, 5), (1, 100)])
 def test_batches_are_ceil_of_writes_over_the_batch_size(
-    world: World, start: Any, writes: int, size: int
+    world: ScenarioBuilder, start: Any, writes: int, size: int
 ) -> None:
     subs = many_new(world, writes)
     box = start(world.scenario())
@@ -43,7 +43,7 @@ def test_batches_are_ceil_of_writes_over_the_batch_size(
         assert contract_of(box, gid("rec", i)) is not None
 
 
-def test_create_mode_writes_in_batches_too(world: World, start: Any) -> None:
+def test_create_mode_writes_in_batches_too(world: ScenarioBuilder, start: Any) -> None:
     a1 = world.account(1)
     c1 = world.customer(1, account_id=a1)
     missing = [world.pc_subscription(n, c1) for n in range(1, 6)]
@@ -59,7 +59,9 @@ def test_create_mode_writes_in_batches_too(world: World, start: Any) -> None:
     assert {r["_work365_billingcontract_value"] for r in rows.values()} == {gid("con", 10)}
 
 
-def test_a_race_on_every_row_of_a_batch_is_reread_and_sent_again(world: World, start: Any) -> None:
+def test_a_race_on_every_row_of_a_batch_is_reread_and_sent_again(
+    world: ScenarioBuilder, start: Any
+) -> None:
     subs = many_new(world, 4)
     box = start(world.scenario())
     box.faults.add(
@@ -85,7 +87,7 @@ def test_a_race_on_every_row_of_a_batch_is_reread_and_sent_again(world: World, s
 
 
 def test_a_race_that_assigns_by_hand_is_kept_for_every_row_of_the_batch(
-    world: World, start: Any
+    world: ScenarioBuilder, start: Any
 ) -> None:
     subs = many_new(world, 3)
     other = world.contract(99, gid("acc", 1), default=False)
@@ -108,7 +110,7 @@ def test_a_race_that_assigns_by_hand_is_kept_for_every_row_of_the_batch(
     assert data["status"] == "succeeded"
 
 
-def test_one_412_in_a_batch_does_not_undo_the_others(world: World, start: Any) -> None:
+def test_one_412_in_a_batch_does_not_undo_the_others(world: ScenarioBuilder, start: Any) -> None:
     """Create mode: one record exists already at its deterministic id (made by another writer,
     without a provider subscription id, so the bulk read missed it). Its create meets a 412 in
     the first batch; the other create in that batch stays done."""
@@ -139,7 +141,7 @@ def test_one_412_in_a_batch_does_not_undo_the_others(world: World, start: Any) -
 
 
 def test_execution_time_throttling_halves_the_batch_size_for_the_rest_of_the_run(
-    world: World, start: Any, caplog: pytest.LogCaptureFixture
+    world: ScenarioBuilder, start: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     many_new(world, 8)
     box = start(world.scenario())
@@ -165,7 +167,7 @@ def test_execution_time_throttling_halves_the_batch_size_for_the_rest_of_the_run
     assert any("batch size 4 -> 2" in r.getMessage() for r in caplog.records)
 
 
-def test_a_request_count_throttle_keeps_the_batch_size(world: World, start: Any) -> None:
+def test_a_request_count_throttle_keeps_the_batch_size(world: ScenarioBuilder, start: Any) -> None:
     many_new(world, 8)
     box = start(world.scenario())
     box.faults.add({"service": "dataverse", "method": "POST", "kind": "429", "retryAfter": 1})
@@ -176,7 +178,9 @@ def test_a_request_count_throttle_keeps_the_batch_size(world: World, start: Any)
     assert box.counts()["dataverse"]["POST $batch"] == 1 + 2
 
 
-def test_throttling_without_end_fails_the_writes_not_the_run(world: World, start: Any) -> None:
+def test_throttling_without_end_fails_the_writes_not_the_run(
+    world: ScenarioBuilder, start: Any
+) -> None:
     subs = many_new(world, 2)
     box = start(world.scenario())
     box.faults.add({"service": "dataverse", "method": "POST", "kind": "429", "every": 1})
@@ -192,7 +196,7 @@ def test_throttling_without_end_fails_the_writes_not_the_run(world: World, start
     assert contract_of(box, gid("rec", 1)) is None
 
 
-def test_dry_run_sends_no_batch(world: World, start: Any) -> None:
+def test_dry_run_sends_no_batch(world: ScenarioBuilder, start: Any) -> None:
     many_new(world, 5)
     box = start(world.scenario())
     data = sync(box, dry_run=True).to_json()

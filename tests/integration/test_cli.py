@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from tests.integration import demo
-from tests.integration.conftest import World
+from tests.integration.conftest import ScenarioBuilder
 from work365_fn.entrypoints.cli.main import main
 from work365_fn.rules import Group, Reason, count_groups, count_reasons
 
@@ -129,7 +129,7 @@ def test_bad_scenario_file_names_the_field(
     assert "accounts[0].id" in capsys.readouterr().err
 
 
-def test_partial_run_exits_1(tmp_path: Path, world: World) -> None:
+def test_partial_run_exits_1(tmp_path: Path, world: ScenarioBuilder) -> None:
     world.account(1)
     world.customer(1, account_id=None, relationship=False)
     scenario = tmp_path / "partial.json"

@@ -21,7 +21,7 @@ import azure.functions as func
 import pytest
 import requests
 
-from tests.integration.conftest import World, gid
+from tests.integration.conftest import ScenarioBuilder, gid
 from tests.integration.reliability import (
     final_state,
     is_dataverse_write,
@@ -54,7 +54,7 @@ class MeetAtFirstWrite(requests.Session):
         return super().request(method, url, *args, **kwargs)
 
 
-def concurrency_world(world: World) -> None:
+def concurrency_world(world: ScenarioBuilder) -> None:
     a1 = world.account(1)
     a2 = world.account(2)
     a3 = world.account(3, default_contracts=0)
@@ -91,7 +91,7 @@ def in_threads(*jobs: Any) -> list[Any]:
 
 @pytest.mark.parametrize("create", ["false", "true"], ids=["assign-only", "create-mode"])
 def test_two_syncs_at_once_write_each_subscription_once_and_both_tell_the_truth(
-    world: World, tmp_path: Path, create: str
+    world: ScenarioBuilder, tmp_path: Path, create: str
 ) -> None:
     concurrency_world(world)
     scenario = world.scenario()
@@ -136,7 +136,7 @@ def assert_each_write_claimed_once(
 
 
 def test_the_timer_and_an_http_call_at_once(
-    world: World, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    world: ScenarioBuilder, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The two Functions entry points themselves, each with its own worker's services."""
     concurrency_world(world)
@@ -201,7 +201,7 @@ def race_rules(changes: dict[str, object]) -> list[dict[str, Any]]:
 
 
 def test_a_person_assigning_a_contract_between_our_read_and_write_keeps_it(
-    world: World, tmp_path: Path
+    world: ScenarioBuilder, tmp_path: Path
 ) -> None:
     a1 = world.account(1)
     theirs = world.contract(99, a1, default=False)
@@ -229,7 +229,7 @@ def test_a_person_assigning_a_contract_between_our_read_and_write_keeps_it(
 
 
 def test_a_person_changing_something_else_meanwhile_does_not_stop_the_assignment(
-    world: World, tmp_path: Path
+    world: ScenarioBuilder, tmp_path: Path
 ) -> None:
     a1 = world.account(1)
     sub = world.new_subscription(1, world.customer(1, account_id=a1))

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import World, gid
+from tests.integration.conftest import ScenarioBuilder, gid
 from tests.integration.reliability import (
     Killed,
     KillingSession,
@@ -27,7 +27,7 @@ from tests.integration.reliability import (
 from work365_fn.sandbox import Sandbox
 
 
-def crash_world(world: World) -> None:
+def crash_world(world: ScenarioBuilder) -> None:
     """Five writes in create mode (three assignments, two creates), three without it; and
     subscriptions that never get a write, so the rerun's reasons can be checked for all."""
     a1 = world.account(1)
@@ -62,7 +62,7 @@ MODES = [
 
 @pytest.mark.parametrize(("settings", "alternate_key", "batch_size"), MODES)
 def test_a_run_killed_after_any_write_and_rerun_ends_as_one_uninterrupted_run(
-    world: World,
+    world: ScenarioBuilder,
     tmp_path: Path,
     settings: dict[str, str],
     alternate_key: bool,

@@ -11,7 +11,14 @@ from typing import Any
 import pytest
 
 from tests.integration import demo
-from tests.integration.conftest import World, by_subscription, gid, services_for, sync, writes
+from tests.integration.conftest import (
+    ScenarioBuilder,
+    by_subscription,
+    gid,
+    services_for,
+    sync,
+    writes,
+)
 from work365_fn.entrypoints.cli.main import main
 from work365_fn.operations.diagnose import DiagnoseRequest, failed_checks, run_diagnose
 from work365_fn.rules import Reason
@@ -316,7 +323,7 @@ def test_the_setting_off_is_the_first_failed_check(start: Any) -> None:
     )
 
 
-def test_duplicate_records_fail_the_record_check(world: World, start: Any) -> None:
+def test_duplicate_records_fail_the_record_check(world: ScenarioBuilder, start: Any) -> None:
     a1 = world.account(1)
     c1 = world.customer(1, account_id=a1)
     sub = world.new_subscription(1, c1)
@@ -331,7 +338,7 @@ def test_duplicate_records_fail_the_record_check(world: World, start: Any) -> No
 
 
 def test_a_customer_without_reseller_relationship_fails_the_partner_center_check(
-    world: World, start: Any
+    world: ScenarioBuilder, start: Any
 ) -> None:
     a1 = world.account(1)
     c1 = world.customer(1, account_id=a1, relationship=False)

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.conftest import World, gid
+from tests.integration.conftest import ScenarioBuilder, gid
 from tests.integration.reliability import final_state, reasons, rows_by_subscription, run
 
 READ_TIMEOUT = "0.2"  # seconds: the "timeout" fault answers after SLOW_MS
@@ -27,7 +27,7 @@ ATTEMPTS = "3"  # persistent faults: attempts per call (bounded)
 CREATE = {"WORK365_CREATE_MISSING": "true", "WORK365_BATCH_SIZE": "2"}
 
 
-def matrix_world(world: World) -> dict[str, str]:
+def matrix_world(world: ScenarioBuilder) -> dict[str, str]:
     """A world in which every call is made: an assignment, a create (create mode), a record
     with no default contract, one already assigned; two customers."""
     a1 = world.account(1)
@@ -133,7 +133,7 @@ def clean(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """The fault-free run of the matrix world: its final state, reasons and request kinds."""
     from work365_fn.sandbox import Sandbox
 
-    world = World()
+    world = ScenarioBuilder()
     subs = matrix_world(world)
     scenario = world.scenario()
     with Sandbox.start(scenario) as box:

@@ -6,7 +6,13 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from tests.integration.conftest import World, by_subscription, contract_of, gid, services_for
+from tests.integration.conftest import (
+    ScenarioBuilder,
+    by_subscription,
+    contract_of,
+    gid,
+    services_for,
+)
 from work365_fn.composition import Services
 from work365_fn.operations.incremental import STATE_RUN_ID, WATERMARK_DOCUMENT
 from work365_fn.operations.sync import SyncRequest
@@ -17,7 +23,7 @@ from work365_fn.sandbox import Sandbox
 NOW = datetime.now(UTC)
 
 
-def three_customers(world: World) -> dict[str, str]:
+def three_customers(world: ScenarioBuilder) -> dict[str, str]:
     """Three mapped customers, one new unassigned subscription each."""
     ids = {}
     for n in (1, 2, 3):
@@ -58,7 +64,7 @@ def add_record(services: Services, n: int, sub: str, account: str) -> None:
     )
 
 
-def test_a_first_run_is_full_and_writes_the_watermark(world: World, start: Any) -> None:
+def test_a_first_run_is_full_and_writes_the_watermark(world: ScenarioBuilder, start: Any) -> None:
     three_customers(world)
     box = start(world.scenario())
     services = services_for(box)
@@ -76,7 +82,7 @@ def test_a_first_run_is_full_and_writes_the_watermark(world: World, start: Any) 
 
 
 def test_an_incremental_run_lists_only_the_customer_with_a_new_subscription(
-    world: World, start: Any
+    world: ScenarioBuilder, start: Any
 ) -> None:
     ids = three_customers(world)
     box = start(world.scenario())
@@ -107,7 +113,9 @@ def test_an_incremental_run_lists_only_the_customer_with_a_new_subscription(
     assert mark["lastFullAt"] == full["startedAt"]  # still the first (full) run's
 
 
-def test_a_record_made_after_its_order_brings_its_customer_in(world: World, start: Any) -> None:
+def test_a_record_made_after_its_order_brings_its_customer_in(
+    world: ScenarioBuilder, start: Any
+) -> None:
     """The order was seen by an earlier run (not-synced then); the provider sync made the record
     hours later: no new activity, but the new unassigned record names the customer."""
     ids = three_customers(world)
@@ -127,7 +135,7 @@ def test_a_record_made_after_its_order_brings_its_customer_in(world: World, star
     assert contract_of(box, gid("rec", 8)) == gid("con", 30)
 
 
-def test_scenario_activity_records_name_customers_too(world: World, start: Any) -> None:
+def test_scenario_activity_records_name_customers_too(world: ScenarioBuilder, start: Any) -> None:
     ids = three_customers(world)
     box = start(world.scenario())
     services = services_for(box)
@@ -155,7 +163,9 @@ def test_scenario_activity_records_name_customers_too(world: World, start: Any) 
     assert {r["customerId"] for r in summary.to_json()["subscriptions"]} == {ids["customer1"]}
 
 
-def test_no_watermark_makes_even_an_incremental_request_full(world: World, start: Any) -> None:
+def test_no_watermark_makes_even_an_incremental_request_full(
+    world: ScenarioBuilder, start: Any
+) -> None:
     three_customers(world)
     box = start(world.scenario())
     summary = run(services_for(box), mode="incremental")
@@ -164,7 +174,7 @@ def test_no_watermark_makes_even_an_incremental_request_full(world: World, start
 
 
 def test_a_watermark_older_than_the_activity_log_forces_a_full_run(
-    world: World, start: Any
+    world: ScenarioBuilder, start: Any
 ) -> None:
     three_customers(world)
     box = start(world.scenario())
@@ -183,7 +193,9 @@ def test_a_watermark_older_than_the_activity_log_forces_a_full_run(
     assert box.counts()["partnerCenter"]["GET customers"] == 1
 
 
-def test_auto_runs_a_full_reconciliation_when_one_is_due(world: World, start: Any) -> None:
+def test_auto_runs_a_full_reconciliation_when_one_is_due(
+    world: ScenarioBuilder, start: Any
+) -> None:
     three_customers(world)
     box = start(world.scenario())
     services = services_for(box)
@@ -201,7 +213,7 @@ def test_auto_runs_a_full_reconciliation_when_one_is_due(world: World, start: An
     assert run(services_for(box, WORK365_FULL_SYNC_EVERY_HOURS="1"), mode="full").mode == "full"
 
 
-def test_an_unreadable_watermark_means_a_full_run(world: World, start: Any) -> None:
+def test_an_unreadable_watermark_means_a_full_run(world: ScenarioBuilder, start: Any) -> None:
     three_customers(world)
     box = start(world.scenario())
     services = services_for(box)
@@ -211,7 +223,7 @@ def test_an_unreadable_watermark_means_a_full_run(world: World, start: Any) -> N
     assert mark is not None and mark["watermark"] != "yesterday"
 
 
-def test_dry_and_scoped_runs_leave_the_watermark_alone(world: World, start: Any) -> None:
+def test_dry_and_scoped_runs_leave_the_watermark_alone(world: ScenarioBuilder, start: Any) -> None:
     ids = three_customers(world)
     box = start(world.scenario())
     services = services_for(box)
@@ -227,7 +239,7 @@ def test_dry_and_scoped_runs_leave_the_watermark_alone(world: World, start: Any)
 
 
 def test_a_customer_that_failed_is_taken_again_by_the_next_incremental_run(
-    world: World, start: Any
+    world: ScenarioBuilder, start: Any
 ) -> None:
     ids = three_customers(world)
     world.customer(4, account_id=gid("acc", 1), relationship=False)  # 403 20002, every run
@@ -254,7 +266,7 @@ def test_a_customer_that_failed_is_taken_again_by_the_next_incremental_run(
 
 
 def test_an_incremental_run_with_nothing_changed_reads_almost_nothing(
-    world: World, start: Any
+    world: ScenarioBuilder, start: Any
 ) -> None:
     three_customers(world)
     box = start(world.scenario())

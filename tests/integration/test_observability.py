@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import World, gid
+from tests.integration.conftest import ScenarioBuilder, gid
 from tests.integration.reliability import run
 from work365_fn.logs import install, run_context
 from work365_fn.sandbox import Sandbox
@@ -42,14 +42,14 @@ def records() -> Iterator[Records]:
     logging.getLogger("urllib3").setLevel(old_urllib3)
 
 
-def five_customers(world: World) -> None:
+def five_customers(world: ScenarioBuilder) -> None:
     account = world.account(1)
     for n in range(1, 6):
         world.new_subscription(n, world.customer(n, account_id=account))
 
 
 def test_every_line_of_a_run_carries_its_run_id_and_correlation_id(
-    records: Records, world: World, tmp_path: Path
+    records: Records, world: ScenarioBuilder, tmp_path: Path
 ) -> None:
     five_customers(world)
     with Sandbox.start(world.scenario()) as box:
@@ -86,7 +86,7 @@ def test_a_correlation_id_of_the_caller_is_kept_beside_the_run_id(records: Recor
 
 
 def test_a_failure_logs_service_status_code_and_request_id(
-    records: Records, world: World, tmp_path: Path
+    records: Records, world: ScenarioBuilder, tmp_path: Path
 ) -> None:
     five_customers(world)
     with Sandbox.start(world.scenario()) as box:

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from tests.integration import demo
-from tests.integration.conftest import World, services_for, writes
+from tests.integration.conftest import ScenarioBuilder, services_for, writes
 from work365_fn.entrypoints.cli.main import main
 from work365_fn.operations.report import CSV_COLUMNS, CSV_KINDS, LISTS, run_report, to_csv
 from work365_fn.operations.sync import SyncRequest
@@ -186,7 +186,9 @@ def test_csv_has_one_row_per_problem(report: dict[str, Any]) -> None:
     )
 
 
-def test_a_customer_without_relationship_makes_a_partial_report(world: World, start: Any) -> None:
+def test_a_customer_without_relationship_makes_a_partial_report(
+    world: ScenarioBuilder, start: Any
+) -> None:
     a1 = world.account(1)
     c1 = world.customer(1, account_id=a1)
     world.new_subscription(1, c1)
@@ -200,7 +202,7 @@ def test_a_customer_without_relationship_makes_a_partial_report(world: World, st
     assert report["counts"]["problems"] == 0
 
 
-def test_a_clean_tenant_has_no_problem(world: World, start: Any) -> None:
+def test_a_clean_tenant_has_no_problem(world: ScenarioBuilder, start: Any) -> None:
     a1 = world.account(1)
     c1 = world.customer(1, account_id=a1)
     world.new_subscription(1, c1)

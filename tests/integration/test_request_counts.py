@@ -6,11 +6,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from tests.integration.conftest import World, gid, services_for, sync
+from tests.integration.conftest import ScenarioBuilder, gid, services_for, sync
 from work365_fn.operations.sync import SyncRequest
 
 
-def tenant(world: World, customers: int, subscriptions_each: int) -> list[str]:
+def tenant(world: ScenarioBuilder, customers: int, subscriptions_each: int) -> list[str]:
     ids = []
     n = 0
     for c in range(1, customers + 1):
@@ -27,9 +27,9 @@ def dataverse_reads(counts: dict[str, dict[str, int]]) -> dict[str, int]:
 
 
 def test_a_full_run_reads_dataverse_in_the_same_queries_whatever_the_size(
-    world: World, start: Any
+    world: ScenarioBuilder, start: Any
 ) -> None:
-    small = World()
+    small = ScenarioBuilder()
     tenant(small, 2, 1)
     tenant(world, 6, 7)
     small_box = start(small.scenario())
@@ -43,14 +43,14 @@ def test_a_full_run_reads_dataverse_in_the_same_queries_whatever_the_size(
     assert big_box.counts()["partnerCenter"] == {"GET customers": 1, "GET subscriptions": 6}
 
 
-def test_page_size_alone_adds_record_pages(world: World, start: Any) -> None:
+def test_page_size_alone_adds_record_pages(world: ScenarioBuilder, start: Any) -> None:
     tenant(world, 3, 5)
     box = start(world.scenario())
     sync(box, WORK365_DATAVERSE_PAGE_SIZE="4")
     assert box.counts()["dataverse"]["GET work365_subscriptions"] == math.ceil(15 / 4)
 
 
-def test_metadata_is_read_once_per_worker(world: World, start: Any) -> None:
+def test_metadata_is_read_once_per_worker(world: ScenarioBuilder, start: Any) -> None:
     tenant(world, 2, 2)
     box = start(world.scenario())
     services = services_for(box)
@@ -60,7 +60,9 @@ def test_metadata_is_read_once_per_worker(world: World, start: Any) -> None:
     assert box.counts()["dataverse"]["GET EntityDefinitions"] == 3
 
 
-def test_a_scoped_run_reads_only_that_customers_rows_in_chunks(world: World, start: Any) -> None:
+def test_a_scoped_run_reads_only_that_customers_rows_in_chunks(
+    world: ScenarioBuilder, start: Any
+) -> None:
     customers = tenant(world, 2, 1)
     extra = [world.new_subscription(100 + i, customers[0]) for i in range(150)]
     box = start(world.scenario())

@@ -14,7 +14,7 @@ import azure.functions as func
 import pytest
 import requests
 
-from tests.integration.conftest import World, gid
+from tests.integration.conftest import ScenarioBuilder, gid
 from tests.integration.reliability import FakeClock, final_state, services
 from work365_fn.adapters.transport import build_session
 from work365_fn.entrypoints.functions import handlers as triggers
@@ -40,7 +40,7 @@ class SlowPartnerCenter(requests.Session):
         return response
 
 
-def eight_customers(world: World) -> list[str]:
+def eight_customers(world: ScenarioBuilder) -> list[str]:
     account = world.account(1)
     customers = []
     for n in range(1, 9):
@@ -55,7 +55,7 @@ class _Timer:
 
 
 def test_the_timer_run_stops_taking_customers_at_its_deadline_and_writes_what_it_read(
-    world: World, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    world: ScenarioBuilder, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     customers = eight_customers(world)
     clock = FakeClock()
@@ -86,7 +86,7 @@ def test_the_timer_run_stops_taking_customers_at_its_deadline_and_writes_what_it
     assert clock.now == 500.0  # no customer call started after the deadline
 
 
-def test_the_http_run_keeps_its_own_shorter_budget(world: World, tmp_path: Path) -> None:
+def test_the_http_run_keeps_its_own_shorter_budget(world: ScenarioBuilder, tmp_path: Path) -> None:
     eight_customers(world)
     clock = FakeClock()
     with Sandbox.start(world.scenario()) as box:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import World
+from tests.integration.conftest import ScenarioBuilder
 from tests.integration.reliability import FakeClock, run
 from work365_fn.errors import InvalidSettingError
 from work365_fn.sandbox import Sandbox
@@ -20,13 +20,13 @@ def pc_requests(box: Sandbox) -> int:
     return sum(box.counts()["partnerCenter"].values())
 
 
-def twelve_customers(world: World) -> None:
+def twelve_customers(world: ScenarioBuilder) -> None:
     account = world.account(1)
     for i in range(1, 13):
         world.new_subscription(i, world.customer(i, account_id=account))
 
 
-def run_as_one_of_two_instances(world: World, tmp_path: Path, max_instances: str) -> int:
+def run_as_one_of_two_instances(world: ScenarioBuilder, tmp_path: Path, max_instances: str) -> int:
     """Partner Center's budget is 10 a minute for the tenant; the other instance uses half of
     it, so this instance finds 5 a minute left. Returns the requests Partner Center served."""
     twelve_customers(world)
@@ -46,11 +46,15 @@ def run_as_one_of_two_instances(world: World, tmp_path: Path, max_instances: str
         return pc_requests(box)
 
 
-def test_each_of_two_instances_keeps_to_half_the_budget(world: World, tmp_path: Path) -> None:
+def test_each_of_two_instances_keeps_to_half_the_budget(
+    world: ScenarioBuilder, tmp_path: Path
+) -> None:
     assert run_as_one_of_two_instances(world, tmp_path, "2") == 13  # not one 429
 
 
-def test_without_the_split_an_instance_overruns_its_share(world: World, tmp_path: Path) -> None:
+def test_without_the_split_an_instance_overruns_its_share(
+    world: ScenarioBuilder, tmp_path: Path
+) -> None:
     assert run_as_one_of_two_instances(world, tmp_path, "1") > 13  # 429s, retried
 
 

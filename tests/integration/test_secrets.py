@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
-from tests.integration.conftest import World
+from tests.integration.conftest import ScenarioBuilder
 from work365_fn.composition import Services
 from work365_fn.entrypoints.functions import handlers as triggers
 from work365_fn.logs import install
@@ -91,7 +91,7 @@ def watch_tokens(box: Sandbox, secrets: Secrets) -> None:
 
 
 def scenario() -> Any:
-    world = World()
+    world = ScenarioBuilder()
     account = world.account(1)
     customer = world.customer(1, account_id=account)
     world.new_subscription(1, customer)

@@ -8,7 +8,7 @@ from typing import Any
 
 from tests.integration.conftest import (
     OLD,
-    World,
+    ScenarioBuilder,
     by_subscription,
     contract_of,
     gid,
@@ -26,7 +26,7 @@ def reason_of(case: str) -> str:
     return "no-default-contract" if case == "inactive-default" else case
 
 
-def every_reason(world: World) -> dict[str, str]:
+def every_reason(world: ScenarioBuilder) -> dict[str, str]:
     """One subscription per reason that can co-occur with the setting on (case -> PC id)."""
     a1 = world.account(1)  # one default
     a2 = world.account(2, default_contracts=0)  # none
@@ -56,7 +56,9 @@ def every_reason(world: World) -> dict[str, str]:
     }
 
 
-def test_every_reason_in_one_run_and_only_the_default_is_written(world: World, start: Any) -> None:
+def test_every_reason_in_one_run_and_only_the_default_is_written(
+    world: ScenarioBuilder, start: Any
+) -> None:
     subs = every_reason(world)
     box = start(world.scenario())
     summary = sync(box)
@@ -93,7 +95,9 @@ def test_every_reason_in_one_run_and_only_the_default_is_written(world: World, s
     assert ordered == sorted(ordered)
 
 
-def test_second_run_sees_its_own_writes_and_writes_nothing(world: World, start: Any) -> None:
+def test_second_run_sees_its_own_writes_and_writes_nothing(
+    world: ScenarioBuilder, start: Any
+) -> None:
     subs = every_reason(world)
     box = start(world.scenario())
     sync(box)
@@ -104,7 +108,9 @@ def test_second_run_sees_its_own_writes_and_writes_nothing(world: World, start: 
     assert writes(box) == 0
 
 
-def test_dry_run_writes_nothing_and_says_what_would_happen(world: World, start: Any) -> None:
+def test_dry_run_writes_nothing_and_says_what_would_happen(
+    world: ScenarioBuilder, start: Any
+) -> None:
     subs = every_reason(world)
     box = start(world.scenario())
     before = box.dataverse.rows("work365_subscriptions")
@@ -116,7 +122,7 @@ def test_dry_run_writes_nothing_and_says_what_would_happen(world: World, start: 
     assert box.dataverse.rows("work365_subscriptions") == before
 
 
-def test_setting_off_leaves_new_subscriptions_alone(world: World, start: Any) -> None:
+def test_setting_off_leaves_new_subscriptions_alone(world: ScenarioBuilder, start: Any) -> None:
     subs = every_reason(world)
     world.raw["settings"]["associateDefaultBillingContract"] = False
     box = start(world.scenario())
@@ -128,7 +134,7 @@ def test_setting_off_leaves_new_subscriptions_alone(world: World, start: Any) ->
     assert writes(box) == 0
 
 
-def test_cutoff_override_wins_over_audit(world: World, start: Any) -> None:
+def test_cutoff_override_wins_over_audit(world: ScenarioBuilder, start: Any) -> None:
     subs = every_reason(world)
     box = start(world.scenario())
     summary = sync(box, dry_run=True, WORK365_ASSOCIATE_SINCE="2026-06-01T00:00:00Z")
@@ -138,7 +144,9 @@ def test_cutoff_override_wins_over_audit(world: World, start: Any) -> None:
     assert "GET RetrieveAttributeChangeHistory" not in box.counts()["dataverse"]
 
 
-def test_without_audit_the_cutoff_is_modifiedon_with_a_warning(world: World, start: Any) -> None:
+def test_without_audit_the_cutoff_is_modifiedon_with_a_warning(
+    world: ScenarioBuilder, start: Any
+) -> None:
     every_reason(world)
     world.raw["settings"]["auditEnabled"] = False
     box = start(world.scenario())
@@ -148,7 +156,7 @@ def test_without_audit_the_cutoff_is_modifiedon_with_a_warning(world: World, sta
     assert any("modifiedon" in w for w in data["warnings"])
 
 
-def test_scoped_run_only_reads_the_given_customers(world: World, start: Any) -> None:
+def test_scoped_run_only_reads_the_given_customers(world: ScenarioBuilder, start: Any) -> None:
     subs = every_reason(world)
     box = start(world.scenario())
     summary = sync(box, customers=(gid("cus", 2).upper(),))
@@ -158,7 +166,7 @@ def test_scoped_run_only_reads_the_given_customers(world: World, start: Any) -> 
 
 
 def test_customer_without_relationship_is_reported_and_others_go_on(
-    world: World, start: Any
+    world: ScenarioBuilder, start: Any
 ) -> None:
     subs = every_reason(world)
     lost = world.customer(7, account_id=gid("acc", 1), relationship=False)
@@ -176,7 +184,7 @@ def by_subscription_json(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {row["subscriptionId"]: row for row in data["subscriptions"]}
 
 
-def test_create_mode_creates_each_missing_record_once(world: World, start: Any) -> None:
+def test_create_mode_creates_each_missing_record_once(world: ScenarioBuilder, start: Any) -> None:
     a1 = world.account(1)
     c1 = world.customer(1, account_id=a1)
     missing = world.pc_subscription(1, c1)
@@ -208,7 +216,9 @@ def test_create_mode_creates_each_missing_record_once(world: World, start: Any) 
     assert writes(box) == 0
 
 
-def test_create_mode_uses_the_alternate_key_when_the_org_has_one(world: World, start: Any) -> None:
+def test_create_mode_uses_the_alternate_key_when_the_org_has_one(
+    world: ScenarioBuilder, start: Any
+) -> None:
     a1 = world.account(1)
     c1 = world.customer(1, account_id=a1)
     missing = world.pc_subscription(1, c1)
@@ -223,7 +233,7 @@ def test_create_mode_uses_the_alternate_key_when_the_org_has_one(world: World, s
 
 
 def test_create_mode_does_not_duplicate_a_record_created_meanwhile(
-    world: World, start: Any
+    world: ScenarioBuilder, start: Any
 ) -> None:
     """Another writer created the deterministic record between our read and our create: the
     412 makes us re-read it and assign it instead of creating a second one."""
@@ -256,7 +266,9 @@ def test_create_mode_does_not_duplicate_a_record_created_meanwhile(
     assert box.counts()["dataverse"]["POST $batch"] == 2  # 412, then assign
 
 
-def test_manual_assignment_between_read_and_write_is_kept(world: World, start: Any) -> None:
+def test_manual_assignment_between_read_and_write_is_kept(
+    world: ScenarioBuilder, start: Any
+) -> None:
     a1 = world.account(1)
     other = world.contract(99, a1, default=False)
     c1 = world.customer(1, account_id=a1)
@@ -283,7 +295,9 @@ def test_manual_assignment_between_read_and_write_is_kept(world: World, start: A
     assert data["status"] == "succeeded"
 
 
-def test_unrelated_change_between_read_and_write_is_retried(world: World, start: Any) -> None:
+def test_unrelated_change_between_read_and_write_is_retried(
+    world: ScenarioBuilder, start: Any
+) -> None:
     a1 = world.account(1)
     c1 = world.customer(1, account_id=a1)
     sub = world.new_subscription(1, c1)
@@ -304,7 +318,9 @@ def test_unrelated_change_between_read_and_write_is_retried(world: World, start:
     assert box.counts()["dataverse"]["POST $batch"] == 2
 
 
-def test_run_budget_skips_the_remaining_customers_and_says_so(world: World, start: Any) -> None:
+def test_run_budget_skips_the_remaining_customers_and_says_so(
+    world: ScenarioBuilder, start: Any
+) -> None:
     every_reason(world)
     box = start(world.scenario())
     summary = services_for(box).sync(SyncRequest(budget_seconds=1e-9))

@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from tests.integration.conftest import World, by_subscription, contract_of, gid, sync
+from tests.integration.conftest import ScenarioBuilder, by_subscription, contract_of, gid, sync
 
 
-def small_world(world: World) -> dict[str, str]:
+def small_world(world: ScenarioBuilder) -> dict[str, str]:
     a1 = world.account(1)
     a2 = world.account(2, default_contracts=0)
     c1 = world.customer(1, account_id=a1)
@@ -77,7 +77,11 @@ FAULTS = [
 
 @pytest.mark.parametrize(("rule", "retried_kind", "slept"), FAULTS)
 def test_run_survives_the_fault_with_the_clean_result(
-    world: World, start: Any, rule: dict[str, Any], retried_kind: str | None, slept: float | None
+    world: ScenarioBuilder,
+    start: Any,
+    rule: dict[str, Any],
+    retried_kind: str | None,
+    slept: float | None,
 ) -> None:
     subs = small_world(world)
     clean_box = start(world.scenario())
@@ -103,7 +107,9 @@ def test_run_survives_the_fault_with_the_clean_result(
         assert sleeps == [slept]
 
 
-def test_expired_token_is_refreshed_once_and_the_run_completes(world: World, start: Any) -> None:
+def test_expired_token_is_refreshed_once_and_the_run_completes(
+    world: ScenarioBuilder, start: Any
+) -> None:
     subs = small_world(world)
     box = start(world.scenario())
     box.faults.add({"service": "dataverse", "path": "work365_provideraccounts", "kind": "401"})
@@ -112,7 +118,7 @@ def test_expired_token_is_refreshed_once_and_the_run_completes(world: World, sta
     assert box.counts()["token"]["POST token"] == 3  # dataverse, partner center, the refresh
 
 
-def test_upstream_down_fails_the_run_cleanly(world: World, start: Any) -> None:
+def test_upstream_down_fails_the_run_cleanly(world: ScenarioBuilder, start: Any) -> None:
     small_world(world)
     box = start(world.scenario())
     box.faults.add({"service": "dataverse", "kind": "503", "every": 1})
@@ -126,7 +132,7 @@ def test_upstream_down_fails_the_run_cleanly(world: World, start: Any) -> None:
 
 
 def test_subscriptions_failing_for_one_customer_do_not_stop_the_others(
-    world: World, start: Any
+    world: ScenarioBuilder, start: Any
 ) -> None:
     subs = small_world(world)
     box = start(world.scenario())

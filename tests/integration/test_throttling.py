@@ -8,14 +8,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.integration.conftest import World
+from tests.integration.conftest import ScenarioBuilder
 from tests.integration.reliability import FakeClock, reasons, run, services
 from work365_fn.operations.sync import SyncRequest
 from work365_fn.sandbox import Sandbox
 from work365_fn.sandbox.faults import Limits
 
 
-def many_customers(world: World, n: int) -> set[str]:
+def many_customers(world: ScenarioBuilder, n: int) -> set[str]:
     account = world.account(1)
     return {
         world.new_subscription(i, world.customer(i, account_id=account)) for i in range(1, n + 1)
@@ -27,7 +27,7 @@ def pc_requests(box: Sandbox) -> int:
 
 
 def test_the_client_limit_keeps_partner_center_under_its_limit(
-    world: World, tmp_path: Path
+    world: ScenarioBuilder, tmp_path: Path
 ) -> None:
     subs = many_customers(world, 12)
     clock = FakeClock(start=time.time())  # the sandbox's clock too: tokens and the limits
@@ -51,7 +51,7 @@ def test_the_client_limit_keeps_partner_center_under_its_limit(
 
 
 def test_without_the_client_limit_the_service_throttles_and_the_run_still_completes(
-    world: World, tmp_path: Path
+    world: ScenarioBuilder, tmp_path: Path
 ) -> None:
     subs = many_customers(world, 12)
     clock = FakeClock(start=time.time())
@@ -74,7 +74,7 @@ def test_without_the_client_limit_the_service_throttles_and_the_run_still_comple
 
 
 def test_a_429_storm_costs_bounded_requests_and_the_run_completes(
-    world: World, tmp_path: Path
+    world: ScenarioBuilder, tmp_path: Path
 ) -> None:
     """Partner Center answers every subscription call 429 (Retry-After 5) for 30 s."""
     subs = many_customers(world, 12)

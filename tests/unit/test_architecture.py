@@ -56,9 +56,7 @@ def _is_package(module: str, files: Mapping[str, Path]) -> bool:
     return files[module].name == "__init__.py"
 
 
-def _resolve_relative(
-    module: str, files: Mapping[str, Path], level: int, name: str | None
-) -> str:
+def _resolve_relative(module: str, files: Mapping[str, Path], level: int, name: str | None) -> str:
     package = module if _is_package(module, files) else module.rpartition(".")[0]
     parts = package.split(".")
     base = parts[: len(parts) - (level - 1)] if level > 1 else parts
@@ -132,8 +130,9 @@ def imports_of(module: str, files: Mapping[str, Path]) -> list[Import]:
 
 
 def import_graph(root: Path = ROOT) -> list[Import]:
+    """Every import of every module, once (`from m import a, b` is one edge)."""
     files = module_files(root)
-    return [edge for module in files for edge in imports_of(module, files)]
+    return list(dict.fromkeys(edge for module in files for edge in imports_of(module, files)))
 
 
 # ---- the graph ------------------------------------------------------------------------------
