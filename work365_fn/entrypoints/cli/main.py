@@ -222,16 +222,8 @@ def _sync(services: Services, args: argparse.Namespace, out: TextIO) -> int:
 
 def _print_summary(summary: RunSummary, out: TextIO) -> None:
     data = summary.to_json()
-    setting = data["setting"]
     print(f"run {data['runId']}  status {data['status']}  dry run {data['dryRun']}", file=out)
-    print(
-        "setting: Associate Default Billing Contract = "
-        f"{'Yes' if setting['associateDefaultBillingContract'] else 'No'}, "
-        f"cutoff {setting['since']} (from {setting['sinceSource']})",
-        file=out,
-    )
-    counts = data["counts"]
-    print("counts:  " + "  ".join(f"{k} {v}" for k, v in counts.items()), file=out)
+    ops_cli.print_setting_and_counts(data, out)
     print(
         "reasons: " + "  ".join(f"{k} {v}" for k, v in data["byReason"].items() if v),
         file=out,

@@ -166,17 +166,22 @@ def _row(item: dict[str, Any]) -> str:
     return json.dumps(item)
 
 
-def print_report(report: dict[str, Any], out: TextIO) -> None:
-    setting = report["setting"]
-    print(f"report {report['runId']}  status {report['status']}", file=out)
+def print_setting_and_counts(document: dict[str, Any], out: TextIO) -> None:
+    """The `setting:` and `counts:` lines of a run summary or a report."""
+    setting = document["setting"]
     print(
         "setting: Associate Default Billing Contract = "
-        f"{'Yes' if setting['associateDefaultBillingContract'] else 'No'}, cutoff "
-        f"{setting['since']} (from {setting['sinceSource']})",
+        f"{'Yes' if setting['associateDefaultBillingContract'] else 'No'}, "
+        f"cutoff {setting['since']} (from {setting['sinceSource']})",
         file=out,
     )
-    counts = report["counts"]
+    counts = document["counts"]
     print("counts:  " + "  ".join(f"{k} {v}" for k, v in counts.items()), file=out)
+
+
+def print_report(report: dict[str, Any], out: TextIO) -> None:
+    print(f"report {report['runId']}  status {report['status']}", file=out)
+    print_setting_and_counts(report, out)
     for name in LISTS:
         items = report[name]
         if not items:
@@ -186,7 +191,7 @@ def print_report(report: dict[str, Any], out: TextIO) -> None:
             print(f"  {_row(item)}", file=out)
             print(f"      fix: {item['fix']}", file=out)
     print_problems(report, out)
-    if not counts["problems"]:
+    if not report["counts"]["problems"]:
         print("\nno problems: nothing to fix", file=out)
 
 
