@@ -119,7 +119,7 @@ class PartnerCenterClient:
         out = []
         customer = customer_id.lower()  # one string shared by the customer's subscriptions
         for item in _items(body, "subscriptions"):
-            sub = _subscription(item, customer)
+            sub = parse_subscription(item, customer)
             if sub is not None:
                 out.append(sub)
         return out
@@ -176,7 +176,9 @@ def _text(value: object) -> str:
     return sys.intern(str(value or ""))
 
 
-def _subscription(item: dict[str, Any], customer_id: str) -> PcSubscription | None:
+def parse_subscription(item: dict[str, Any], customer_id: str) -> PcSubscription | None:
+    """One item of `GET /v1/customers/{id}/subscriptions` as the model holds it (None, with a
+    warning, for an item without a GUID id)."""
     raw_id = item.get("id")
     if not isinstance(raw_id, str) or not is_guid(raw_id):
         log.warning("partner center: skipping a subscription without a GUID id")

@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
+from work365_fn.adapters.partner_center import parse_subscription
 from work365_fn.rules import ON_A_CONTRACT, Reason, World, plan
 from work365_fn.rules.model import (
     AssociationSetting,
     BillingContract,
-    PcSubscription,
     ProviderAccount,
     SubscriptionRecord,
 )
@@ -63,10 +63,11 @@ def world_of(scenario: Scenario) -> World:
     )
     return World(
         setting=setting,
-        subscriptions=[
-            PcSubscription(id=s.id, customer_id=c.id)
+        subscriptions=[  # parsed as the client parses what Partner Center serves
+            sub
             for c in scenario.customers
             for s in c.subscriptions
+            if (sub := parse_subscription(s.raw, c.id)) is not None
         ],
         records=[
             SubscriptionRecord(
@@ -91,8 +92,12 @@ def world_of(scenario: Scenario) -> World:
 
 def expected_reasons(scenario: Scenario) -> dict[str, tuple[str, str | None]]:
     """PC subscription id (as served) -> (reason, billing contract after the run)."""
+    served = {s.id.lower(): s.id for c in scenario.customers for s in c.subscriptions}
     return {
-        d.subscription.id: (d.reason.value, d.contract_id if d.reason in ON_A_CONTRACT else None)
+        served[d.subscription.id.lower()]: (
+            d.reason.value,
+            d.contract_id if d.reason in ON_A_CONTRACT else None,
+        )
         for d in plan(world_of(scenario))
     }
 
