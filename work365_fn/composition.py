@@ -281,7 +281,9 @@ class Services:
         return JobDeps(
             run_store=self.run_store(),
             kinds=self.job_kinds(),
-            after_batch=lambda run_id, count: after_batch(self.fanout_deps(), run_id, count),
+            after_batch=lambda run_id, count, clock: after_batch(
+                self.fanout_deps(), run_id, count, clock=clock
+            ),
         )
 
     def check_schema(self) -> list[SchemaCheck]:

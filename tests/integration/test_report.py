@@ -264,3 +264,11 @@ def test_cli_report_json_csv_and_text(tmp_path: Path) -> None:
 def test_cli_json_and_csv_exclude_each_other(tmp_path: Path) -> None:
     code, _ = run("report", "--sandbox", "--json", "--csv", str(tmp_path / "x.csv"))
     assert code == 2
+
+
+def test_the_deadline_is_kept_on_the_clock_the_report_is_given(box: Sandbox) -> None:
+    """The clock that sets the deadline is the one the read checks it with: a clock that does
+    not move never runs out (the machine's own clock would have, at once)."""
+    report = run_report(services_for(box).reader_deps(), budget_seconds=1, monotonic=lambda: 0.0)
+    assert report["skippedCustomers"] == []
+    assert report["status"] == "succeeded"

@@ -142,3 +142,21 @@ def test_subscriptions_failing_for_one_customer_do_not_stop_the_others(
     assert [e["customerId"] for e in data["errors"]] == [gid("cus", 2)]
     assert [r["subscriptionId"] for r in data["subscriptions"]] == [subs["assign"]]
     assert contract_of(box, gid("rec", 1)) == gid("con", 10)
+
+
+def test_a_scoped_run_that_fails_in_dataverse_still_reports_what_partner_center_said(
+    world: ScenarioBuilder, start: Any
+) -> None:
+    a1 = world.account(1)
+    c1 = world.customer(1, account_id=a1)
+    world.new_subscription(1, c1)
+    c2 = world.customer(2, account_id=a1, relationship=False)
+    box = start(world.scenario())
+    box.faults.add({"service": "dataverse", "path": "work365_provideraccounts", "kind": "503"})
+    data = sync(box, customers=(c1, c2), WORK365_MAX_ATTEMPTS="1").to_json()
+    assert data["status"] == "failed"
+    assert data["counts"]["customers"] == 2
+    assert [(e["customerId"], e["service"], e["status"]) for e in data["errors"]] == [
+        (c2, "partnerCenter", 403),  # read before Dataverse failed: kept
+        (None, "dataverse", 503),
+    ]

@@ -14,6 +14,7 @@ from work365_fn.operations.incremental import (
     changed_customers,
     choose_mode,
     parse_mode,
+    pending_customers,
 )
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
@@ -109,3 +110,14 @@ def test_modes_are_parsed_with_a_clear_error() -> None:
     assert parse_mode(" Auto ") is Mode.AUTO
     with pytest.raises(ValueError, match="full, incremental, auto"):
         parse_mode("sometimes")
+
+
+def test_only_partner_center_says_a_customer_is_lost_for_good() -> None:
+    c1, c2, c3 = (f"c000000{i}-0000-4000-8000-00000000000{i}" for i in (1, 2, 3))
+    errors = [
+        {"customerId": c1, "service": "partnerCenter", "status": 404, "code": ""},
+        {"customerId": c2, "service": "partnerCenter", "status": 403, "code": "20002"},
+        # a fan-out batch that failed on Dataverse blames each of its customers
+        {"customerId": c3, "service": "dataverse", "status": 404, "code": "0x80060888"},
+    ]
+    assert pending_customers([], errors, []) == {c3}

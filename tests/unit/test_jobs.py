@@ -101,3 +101,24 @@ def test_a_registered_kind_resolves_to_its_callable() -> None:
 def test_an_unknown_kind_is_a_clear_error() -> None:
     with pytest.raises(JobUnavailable, match=r"unknown job kind 'nope' \(known: backfill, "):
         resolve(KINDS, "nope")
+
+
+def test_a_queued_sync_the_job_refuses_fails_its_run_at_once(tmp_path: Any) -> None:
+    """A payload the sync refuses is not retried: the run fails, naming the payload's field."""
+    from work365_fn.adapters.storage import FileRunStore
+    from work365_fn.operations.jobs import JobDeps, run_job
+    from work365_fn.operations.sync import SyncRequest
+
+    def sync(payload: dict[str, Any], run_id: str) -> dict[str, Any]:
+        SyncRequest.from_payload(payload)
+        raise AssertionError("a refused payload never runs")
+
+    store = FileRunStore(tmp_path)
+    deps = JobDeps(store, {"sync": sync}, lambda run_id, count, clock: None)
+    run_job(deps, message(payload={"dryRun": "yes"}))  # returns: the host deletes the message
+
+    state = store.get(RUN.lower(), "state")
+    assert state is not None
+    assert state["status"] == "failed"
+    assert state["error"]["code"] == "invalid-request"
+    assert state["error"]["field"] == "payload.dryRun"

@@ -189,14 +189,16 @@ def pending_customers(
     failed_customers: Iterable[str],
 ) -> set[str]:
     """Customers the next incremental run must take: those not read before the deadline, those
-    whose read failed (but not those lost for good: gone (404) or without a reseller
-    relationship (403 20002), else they would come back again and again), and those with a
-    subscription that failed."""
+    whose read failed (but not those Partner Center says are lost for good: gone (404) or
+    without a reseller relationship (403 20002), else they would come back again and again),
+    and those with a subscription that failed."""
     pending = {str(s["customerId"]) for s in skipped if s.get("customerId")}
     for error in errors:
         customer = error.get("customerId")
-        lost = error.get("status") == 404 or (
-            error.get("status") == 403 and str(error.get("code")) == "20002"
+        said_by_partner_center = error.get("service") == "partnerCenter"
+        lost = said_by_partner_center and (
+            error.get("status") == 404
+            or (error.get("status") == 403 and str(error.get("code")) == "20002")
         )
         if customer and not lost:
             pending.add(str(customer))

@@ -18,6 +18,7 @@ from typing import Any
 from work365_fn.adapters.storage import LeaseTakenError, RunStore
 from work365_fn.errors import ConfigError, Work365Error
 from work365_fn.logs import RunLog
+from work365_fn.operations.inputs import BadRequest
 from work365_fn.operations.run_documents import (
     DONE,
     FAILED,
@@ -43,7 +44,8 @@ class JobUnavailable(Work365Error):
 class JobDeps:
     run_store: RunStore
     kinds: Mapping[str, Job]  # the registry: kind -> job
-    after_batch: Callable[[str, int], object]  # (run id, batch count): aggregate when all done
+    # (run id, batch count, clock): aggregate the fanned-out run when all its batches are done
+    after_batch: Callable[[str, int, Callable[[], datetime] | None], object]
 
 
 def resolve(kinds: Mapping[str, Job], kind: str) -> Job:
@@ -109,9 +111,11 @@ def _attempt(
     except JobUnavailable as exc:
         rlog.error("%s", exc)
         return None, _error("unknown-kind", str(exc))
-    except BadMessage as exc:
-        rlog.error("the job's input is invalid (%s): %s", exc.field, exc)
-        return None, _error("invalid-request", str(exc), field=exc.field)
+    except (BadMessage, BadRequest) as exc:
+        # a payload the job refuses (BadRequest names the payload's field): retrying cannot help
+        where = exc.field if isinstance(exc, BadMessage) else f"payload.{exc.field}"
+        rlog.error("the job's input is invalid (%s): %s", where, exc)
+        return None, _error("invalid-request", str(exc), field=where)
     except LeaseTakenError as exc:
         rlog.warning("sync already running (run %s): this run is not started", exc.holder)
         return None, _error("conflict", "sync already running", holderRunId=exc.holder)
@@ -147,7 +151,7 @@ def _run_batch(
     existing = store.get(message.run_id, batch.document)
     if existing is not None and existing.get("status") in DONE:
         rlog.info("%s delivered again after it finished: ignored", batch.document)
-        _after_batch(deps, message)  # finishes an aggregation a crash cut short
+        _after_batch(deps, message, clock)  # finishes an aggregation a crash cut short
         return
     started = states.now()
     rlog.info(
@@ -178,14 +182,14 @@ def _run_batch(
         ),
     )
     rlog.info("%s %s", batch.document, status)
-    _after_batch(deps, message)
+    _after_batch(deps, message, clock)
 
 
-def _after_batch(deps: JobDeps, message: JobMessage) -> None:
+def _after_batch(deps: JobDeps, message: JobMessage, clock: Callable[[], datetime] | None) -> None:
     """A `sync` batch landed: aggregate the run when it was the last one (fanout.py)."""
     if message.kind != "sync" or message.batch is None:
         return
-    deps.after_batch(message.run_id, message.batch.count)
+    deps.after_batch(message.run_id, message.batch.count, clock)
 
 
 def fail_poisoned(
@@ -224,7 +228,7 @@ def fail_poisoned(
             )
         rlog.error("%s: %s", name, text)
         try:  # a poisoned batch still counts: the run's summary names its customers
-            _after_batch(deps, message)
+            _after_batch(deps, message, clock)
         except Work365Error as exc:
             rlog.error("could not aggregate the run after %s: %s", name, exc)
         return

@@ -111,14 +111,21 @@ def read_tenant(
 ) -> Snapshot:
     """Read what the rules need (and what `options` asks for besides). `setting`: the setting
     already read by the caller, else it is read first."""
-    rlog = RunLog(log, {"run_id": run_id})
-    found, warnings = setting or read_setting(deps, rlog)
+    found, warnings = setting or read_setting(deps, RunLog(log, {"run_id": run_id}))
     snapshot = Snapshot(
         run_id=run_id,
         setting=found,
         warnings=list(warnings),
         create_missing=deps.create_missing,
     )
+    fill(deps, snapshot, options)
+    return snapshot
+
+
+def fill(deps: ReaderDeps, snapshot: Snapshot, options: ReadOptions) -> None:
+    """`read_tenant` into a snapshot the caller holds: when a read raises, what was read
+    before (a scoped run's Partner Center errors and skipped customers) is still in it."""
+    rlog = RunLog(log, {"run_id": snapshot.run_id})
     if options.scope is None:
         _read_dataverse(deps, snapshot, options, None)
         _read_partner_center(deps, snapshot, None, options.deadline, rlog)
@@ -133,7 +140,6 @@ def read_tenant(
     )
     if options.names:
         snapshot.account_names = deps.repository.account_names(_accounts_named(snapshot))
-    return snapshot
 
 
 def _read_dataverse(

@@ -18,7 +18,7 @@ import logging
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -85,8 +85,9 @@ def run_report(
     run_id = run_id or str(uuid.uuid4())
     rlog = RunLog(log, {"run_id": run_id})
     started = clock()
-    now = monotonic or reader.monotonic
-    deadline = now() + budget_seconds if budget_seconds else None
+    if monotonic is not None:  # the deadline's clock is the one the read checks it with
+        reader = replace(reader, monotonic=monotonic)
+    deadline = reader.monotonic() + budget_seconds if budget_seconds else None
     rlog.info("report started")
     try:
         snapshot = read_tenant(reader, run_id, ReadOptions(names=True, deadline=deadline))

@@ -31,7 +31,7 @@ from work365_fn.operations.incremental import (
     save_watermark,
 )
 from work365_fn.operations.inputs import BadRequest, guid_list
-from work365_fn.operations.reader import ReaderDeps, ReadOptions, read_setting, read_tenant
+from work365_fn.operations.reader import ReaderDeps, ReadOptions, Snapshot, fill, read_setting
 from work365_fn.operations.writer import MAX_WRITE_ATTEMPTS, BatchWriter, WriteLimits
 from work365_fn.rules import Action, Decision, Reason, World, plan
 from work365_fn.rules.model import norm_id
@@ -171,12 +171,13 @@ def _run(
     if choice.mode is Mode.INCREMENTAL:
         assert state is not None and choice.since is not None
         scope = _changed_customers(deps, summary, rlog, state, choice.since)
-    snapshot = read_tenant(
-        reader, summary.run_id, ReadOptions(scope=scope, deadline=deadline), setting=setting
-    )
-    summary.customers = len(snapshot.customers)
-    summary.errors.extend(snapshot.errors)
-    summary.skipped_customers.extend(snapshot.skipped_customers)
+    snapshot = Snapshot(summary.run_id, setting[0], [], create_missing=deps.create_missing)
+    try:
+        fill(reader, snapshot, ReadOptions(scope=scope, deadline=deadline))
+    finally:  # a failed read still reports the customers it read and their errors
+        summary.customers = len(snapshot.customers)
+        summary.errors.extend(snapshot.errors)
+        summary.skipped_customers.extend(snapshot.skipped_customers)
     world = snapshot.world()
     summary.decisions = _plan_and_write(deps, request, world, summary, rlog, deadline)
     if tracked:
