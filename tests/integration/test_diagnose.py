@@ -21,22 +21,11 @@ from tests.integration.conftest import (
 )
 from work365_fn.entrypoints.cli.main import main
 from work365_fn.operations.diagnose import DiagnoseRequest, failed_checks, run_diagnose
-from work365_fn.rules import Reason
+from work365_fn.rules import ON_A_CONTRACT, Reason
 from work365_fn.sandbox import Sandbox, Scenario
 
 EXPECTED = demo.expected()
 DEMO_CUSTOMERS = [c.id.lower() for c in Scenario.builtin("demo").customers]
-PROBLEM_REASONS = {
-    "not-synced",
-    "existing-subscription",
-    "setting-off",
-    "unmapped-customer",
-    "ambiguous-provider-account",
-    "account-mismatch",
-    "no-default-contract",
-    "multiple-default-contracts",
-    "error",
-}
 
 
 @pytest.fixture(scope="module")
@@ -68,10 +57,10 @@ def test_each_demo_subscription_gets_the_reason_its_scenario_lists(
     assert sub["billingContractId"] == (
         want.contract_id if want.reason in ("default-contract", "already-assigned") else None
     )
-    if want.reason in PROBLEM_REASONS:
-        assert sub["fix"], f"{want.what}: a problem needs its fix sentence"
+    if Reason(want.reason) in ON_A_CONTRACT:
+        assert sub["fix"] == ""  # nothing to do
     else:
-        assert sub["fix"] == ""
+        assert sub["fix"], f"{want.what}: a problem needs its fix sentence"
     assert result["customerName"] == want.what.split(":")[0]
 
 
