@@ -91,7 +91,8 @@ def test_state_file_keeps_writes_across_starts(tmp_path: Path) -> None:
         assert answer.status_code == 204, answer.text
     with Sandbox.start(Scenario.builtin("setting-off"), state_path=state) as box:
         assert record_row(box, RECORD)["work365_name"] == "kept"  # the scenario was ignored
-        assert len(box.dataverse.rows("work365_subscriptions")) == 17
+        demo_records = len(Scenario.builtin("demo").subscriptions)
+        assert len(box.dataverse.rows("work365_subscriptions")) == demo_records
 
 
 def test_serve_prints_the_connection_settings() -> None:
