@@ -21,6 +21,7 @@ from work365_fn.adapters.dataverse_metadata import (
     SchemaCheck,
     SubscriptionBindings,
     check_schema,
+    propose_schema,
     subscription_bindings,
 )
 from work365_fn.adapters.dataverse_repository import Repository
@@ -28,6 +29,7 @@ from work365_fn.adapters.notify import notify_summary
 from work365_fn.adapters.partner_center import PartnerCenterClient
 from work365_fn.adapters.partner_center import parse_error as partner_center_error
 from work365_fn.adapters.schema import Schema
+from work365_fn.adapters.schema_discovery import Proposal
 from work365_fn.adapters.storage import AppStorage, FileRunStore, JobQueue, Lease, RunStore
 from work365_fn.adapters.transport import (
     HttpOptions,
@@ -289,12 +291,16 @@ class Services:
     def check_schema(self) -> list[SchemaCheck]:
         return check_schema(self.dataverse, self.schema)
 
+    def propose_schema(self) -> Proposal:
+        return propose_schema(self.dataverse, self.schema)
+
 
 def _msal_tokens(
     settings: Settings, session: requests.Session
 ) -> tuple[TokenProvider, TokenProvider]:
     """Token providers for Dataverse and Partner Center (one MSAL app when both use the same
-    credential). Nothing is requested until the first token."""
+    credential: one discovery; a 401 from one service drops only its own scope's token, see
+    `MsalApp.forget_tokens`). Nothing is requested until the first token."""
     timeout = (settings.connect_timeout, settings.read_timeout)
     dv_app = MsalApp(
         settings.dataverse_credential, settings.authority_host, session, timeout=timeout

@@ -34,7 +34,7 @@ def test_the_contracts_of_a_few_accounts_are_one_in_query(
                     "$select": SELECT,
                     "$filter": (
                         "work365_isdefault eq true and Microsoft.Dynamics.CRM.In("
-                        "PropertyName='_work365_account_value',"
+                        "PropertyName='work365_account',"
                         f'PropertyValues=["{A1}","{A2}"])'
                     ),
                 }

@@ -58,4 +58,5 @@ def test_the_test_tools_stay_out_of_the_deployed_package() -> None:
     ignored = {p.strip("/") for p in (ROOT / ".funcignore").read_text().split()}
     assert {"node_modules", "package.json", "package-lock.json"} <= ignored
     package = json.loads((ROOT / "package.json").read_text())
-    assert package["devDependencies"] == {"azurite": "3.35.0"}
+    # test tooling only, pinned exactly (Azurite 3.36+ needs Node 22)
+    assert package["devDependencies"] == {"azurite": "3.35.0", "dynamics-web-api": "2.5.0"}

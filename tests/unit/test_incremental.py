@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
@@ -42,9 +42,11 @@ def test_full_is_full_whatever_the_watermark() -> None:
 
 @pytest.mark.parametrize("requested", [Mode.INCREMENTAL, Mode.AUTO])
 def test_a_watermark_the_activity_log_no_longer_covers_means_full(requested: Mode) -> None:
-    # 90 days minus the 6 h overlap is the oldest usable watermark
-    assert choose(requested, mark(90 * 24 - 6, 1)) is Mode.INCREMENTAL
-    assert choose(requested, mark(90 * 24 - 5, 1)) is Mode.FULL
+    # The query starts at midnight of the window's first day, and that midnight must be within
+    # 90 days of now (12:00): the window may start at 00:00 89.5 days ago, the watermark 6 h
+    # (the overlap) later.
+    assert choose(requested, mark(89.5 * 24 - 6, 1)) is Mode.INCREMENTAL
+    assert choose(requested, mark(89.5 * 24 - 5.99, 1)) is Mode.FULL
 
 
 def test_auto_is_full_when_the_last_full_run_is_older_than_the_schedule() -> None:
@@ -62,13 +64,13 @@ def test_the_window_starts_at_the_watermark_minus_the_overlap() -> None:
     assert choice.since == NOW - timedelta(hours=8)
 
 
-def test_windows_are_at_most_thirty_days() -> None:
-    since = NOW - timedelta(days=75)
+def test_windows_are_whole_days_at_most_thirty_with_the_end_day_included() -> None:
+    since = NOW - timedelta(days=75)  # 2026-09-12T12:00Z
     windows = audit_windows(since, NOW)
-    assert [(end - start).days for start, end in windows] == [30, 30, 15]
-    assert windows[0][0] == since and windows[-1][1] == NOW
-    assert all(a[1] == b[0] for a, b in itertools.pairwise(windows))
-    assert audit_windows(NOW, NOW) == [(NOW, NOW)]
+    assert [(last - first).days + 1 for first, last in windows] == [30, 30, 16]
+    assert windows[0][0] == date(2026, 9, 12) and windows[-1][1] == date(2026, 11, 26)
+    assert all(a[1] + timedelta(days=1) == b[0] for a, b in itertools.pairwise(windows))
+    assert audit_windows(NOW, NOW) == [(date(2026, 11, 26), date(2026, 11, 26))]
 
 
 def test_watermark_documents_round_trip_and_bad_ones_are_refused() -> None:

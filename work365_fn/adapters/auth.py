@@ -76,7 +76,8 @@ class _NoHttpCache(dict[str, Any]):
 
 
 class MsalApp:
-    """One MSAL ConfidentialClientApplication per credential, built on first use."""
+    """One MSAL ConfidentialClientApplication per credential, built on first use, shared by the
+    token providers of that credential (one per scope)."""
 
     def __init__(
         self,
@@ -120,6 +121,30 @@ class MsalApp:
                     http_cache=_NoHttpCache(),
                 )
             return self._app
+
+    def forget_tokens(self, scope: str) -> None:
+        """Drop the cached access tokens of `scope`, and only those.
+
+        MSAL has no force-refresh for client credentials, and its `remove_tokens_for_client()`
+        drops the tokens of EVERY scope of the app: with Dataverse and Partner Center on one
+        credential (one app), a 401 from one service would cost the other its token too. This
+        removes the entries `acquire_token_for_client(scopes=[scope])` would serve from the
+        cache (its lookup: this client id, `scope` among the token's targets; here across
+        authorities and accounts too), through the TokenCache's public `search` and
+        `remove_at`, as `remove_tokens_for_client()` itself does for all scopes. The next token
+        for `scope` is asked of the authority; other scopes' tokens stay cached.
+        https://learn.microsoft.com/python/api/msal/msal.token_cache.tokencache
+        https://github.com/AzureAD/microsoft-authentication-library-for-python/blob/dev/msal/application.py
+        (`remove_tokens_for_client`, `_acquire_token_silent_from_cache_and_possibly_refresh_it`)"""
+        app = self.app()
+        cache = app.token_cache
+        entries = cache.search(
+            msal.TokenCache.CredentialType.ACCESS_TOKEN,
+            target=[scope],
+            query={"client_id": app.client_id},
+        )
+        for entry in list(entries):  # a snapshot: search holds the cache's lock while it runs
+            cache.remove_at(entry)
 
     def __repr__(self) -> str:
         return f"MsalApp(authority={self._authority!r}, client_id={self._credential.client_id!r})"
@@ -189,8 +214,9 @@ class MsalTokenProvider:
         return str(token)
 
     def invalidate(self) -> None:
-        # MSAL has no force-refresh for client credentials (DESIGN.md section 6).
-        self._app.app().remove_tokens_for_client()
+        # MSAL has no force-refresh for client credentials (DESIGN.md section 6); dropping the
+        # cached token of this scope alone keeps the other service's token of a shared app.
+        self._app.forget_tokens(self._scope)
 
     def __repr__(self) -> str:
         return f"MsalTokenProvider(scope={self._scope!r})"

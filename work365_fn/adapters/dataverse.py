@@ -7,6 +7,7 @@ import logging
 import re
 import uuid
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -36,6 +37,19 @@ log = logging.getLogger(__name__)
 SERVICE = "dataverse"
 API_PATH = "/api/data/v9.2/"
 REQUEST_ID_HEADER = "x-ms-service-request-id"
+
+# Rows per page of the audit reads (RetrieveAttributeChangeHistory's PagingInfo.Count, and
+# odata.maxpagesize on the `audits` table). Small on purpose: each `audits` row read costs one
+# RetrieveAuditDetails call, and the reader stops at the first page that answers it.
+AUDIT_PAGE_SIZE = 50
+
+
+@dataclass(frozen=True)
+class AuditPage:
+    """One page of an audit read, and whether the service has another after it."""
+
+    items: list[dict[str, Any]]
+    more: bool
 
 
 def parse_error(response: requests.Response) -> tuple[str, str]:
@@ -75,6 +89,17 @@ def row_address(address: str) -> str:
 
 
 def odata_in(column: str, values: Sequence[str]) -> str:
+    """`Microsoft.Dynamics.CRM.In` on the column whose LOGICAL name is `column`, lookups included
+    (`work365_account`, never the read-side `_work365_account_value`). Query functions map to
+    the SDK's ConditionExpression, which names attributes, as in Microsoft's own
+    `EqualUserId(PropertyName='ownerid')`; a real org answers the `_x_value` form with 400
+    0x80041103 "entity doesn't contain attribute with Name = '_x_value'".
+    https://learn.microsoft.com/en-us/power-apps/developer/data-platform/webapi/use-web-api-functions#query-functions
+    https://learn.microsoft.com/en-us/power-apps/developer/data-platform/webapi/reference/in"""
+    if column.startswith("_") and column.endswith("_value"):
+        raise ValueError(
+            f"Microsoft.Dynamics.CRM.In takes the column's logical name, not {column!r}"
+        )
     listed = ",".join(json.dumps(v) for v in values)
     return (
         f"Microsoft.Dynamics.CRM.In(PropertyName={odata_string(column)},PropertyValues=[{listed}])"
@@ -88,11 +113,13 @@ class DataverseClient:
         transport: Transport,
         *,
         page_size: int = 5000,
+        audit_page_size: int = AUDIT_PAGE_SIZE,
     ) -> None:
         self.org_url = org_url.rstrip("/")
         self.api = self.org_url + API_PATH
         self._transport = transport
         self._page_size = page_size
+        self.audit_page_size = audit_page_size
 
     # ---- reads -----------------------------------------------------------------------------
 
@@ -184,17 +211,50 @@ class DataverseClient:
 
     def create_only(self, entity_set: str, address: str, body: dict[str, Any]) -> str | None:
         """PATCH with If-None-Match: * at `address` (an id, or `key='value'`): creates the row or
-        fails with ConflictError (412) when it exists already; never updates."""
+        fails with ConflictError (412) when it exists already; never updates. Returns the
+        answer's OData-EntityId, which for a key address holds the key, not the id."""
+        return self._create_only(entity_set, address, body).headers.get("OData-EntityId")
+
+    def create_only_returning(
+        self, entity_set: str, address: str, body: dict[str, Any], *, select: Sequence[str]
+    ) -> dict[str, Any] | None:
+        """`create_only` asking for the new row's `select` columns (`Prefer:
+        return=representation`: 201 with the row). None when the answer has no row (a 204).
+
+        A row addressed by an alternate key comes back with the KEY in OData-EntityId
+        (`set(key='value')`), so its id is read from this body instead; Microsoft advises
+        selecting only the primary key, as the preference costs a Retrieve.
+        https://learn.microsoft.com/en-us/power-apps/developer/data-platform/use-upsert-insert-update-record#use-web-api"""
+        response = self._create_only(entity_set, address, body, select=select)
+        if not response.content:
+            return None
+        try:
+            row = response.json()
+        except ValueError:
+            return None
+        return row if isinstance(row, dict) else None
+
+    def _create_only(
+        self,
+        entity_set: str,
+        address: str,
+        body: dict[str, Any],
+        *,
+        select: Sequence[str] = (),
+    ) -> requests.Response:
         headers = self._write_headers()
         headers["If-None-Match"] = "*"
-        response = self._transport.send(
+        url = f"{self.api}{entity_set}({row_address(address)})"
+        if select:
+            headers["Prefer"] = "return=representation"
+            url += f"?$select={','.join(select)}"
+        return self._transport.send(
             "PATCH",
-            f"{self.api}{entity_set}({row_address(address)})",
+            url,
             headers=headers,
             body=json.dumps(body).encode("utf-8"),
             ok=(200, 201, 204),
         )
-        return response.headers.get("OData-EntityId")
 
     def clear_lookup(self, entity_set: str, row_id: str, navigation: str, *, etag: str) -> None:
         """Clear a single-valued lookup only if the row is unchanged since read: the documented
@@ -218,7 +278,9 @@ class DataverseClient:
         self, entity_set: str, address: str, body: dict[str, Any]
     ) -> BatchOperation:
         """`create_only` as one operation of a batch: PATCH with If-None-Match: * (412 when the
-        row exists already)."""
+        row exists already). No `Prefer: return=representation` here: Microsoft's `$batch` page
+        never shows it in a part, and clients report parts failing with it; callers that need
+        the id of a row created by key re-read it (`Repository.created_record_ids`)."""
         return BatchOperation(
             "PATCH", f"{self.api}{entity_set}({row_address(address)})", {"If-None-Match": "*"}, body
         )
@@ -294,8 +356,25 @@ class DataverseClient:
             raise InvalidResponseError(SERVICE, 200, "invalid-metadata", f"{logical_name}/{part}")
         return [v for v in value if isinstance(v, dict)]
 
+    def entity_definitions(self) -> list[dict[str, Any]]:
+        """Every table's names and display label (`check-schema --propose`), in one answer
+        (metadata queries are not paged). Shape: EntityMetadata in
+        https://learn.microsoft.com/power-apps/developer/data-platform/webapi/query-metadata-web-api
+        """
+        url = (
+            f"{self.api}EntityDefinitions?$select=LogicalName,EntitySetName,PrimaryIdAttribute,"
+            "PrimaryNameAttribute,DisplayName"
+        )
+        body = self._transport.send_json("GET", url, headers=self._read_headers())
+        value = body.get("value") if isinstance(body, dict) else None
+        if not isinstance(value, list):
+            raise InvalidResponseError(SERVICE, 200, "invalid-metadata", "EntityDefinitions")
+        return [v for v in value if isinstance(v, dict)]
+
     def attributes(self, logical_name: str) -> list[dict[str, Any]]:
-        return self._definition_list(logical_name, "Attributes", "LogicalName,AttributeType")
+        return self._definition_list(
+            logical_name, "Attributes", "LogicalName,AttributeType,DisplayName"
+        )
 
     def many_to_one(self, logical_name: str) -> list[dict[str, Any]]:
         return self._definition_list(
@@ -311,38 +390,61 @@ class DataverseClient:
 
     def attribute_change_history(
         self, entity_set: str, row_id: str, column: str
-    ) -> list[dict[str, Any]]:
-        """Audit details of one column (empty when auditing is off for it)."""
+    ) -> Iterator[AuditPage]:
+        """Audit details of one column (none when auditing is off for it), page by page, as
+        "Retrieve the history of audited data changes" describes: `PagingInfo` with `PageNumber`
+        and `Count`, then for each next page the `PagingCookie` of the one before, while
+        `MoreRecords` is true. Lazy: a page is asked for only when the one before is consumed.
+        The order of the details is not documented; callers must not depend on it.
+        https://learn.microsoft.com/power-apps/developer/data-platform/auditing/retrieve-audit-data#retrieveattributechangehistory-message
+        https://learn.microsoft.com/power-apps/developer/data-platform/webapi/reference/paginginfo"""
         target = json.dumps({"@odata.id": f"{entity_set}({odata_guid(row_id)})"})
-        url = (
-            f"{self.api}RetrieveAttributeChangeHistory(Target=@t,AttributeLogicalName=@a)"
-            f"?@t={quote(target, safe='')}&@a={quote(odata_string(column), safe='')}"
+        base = (
+            f"{self.api}RetrieveAttributeChangeHistory(Target=@t,AttributeLogicalName=@a,"
+            f"PagingInfo=@p)?@t={quote(target, safe='')}&@a={quote(odata_string(column), safe='')}"
         )
-        body = self._transport.send_json("GET", url, headers=self._read_headers())
-        collection = body.get("AuditDetailCollection") if isinstance(body, dict) else None
-        details = collection.get("AuditDetails") if isinstance(collection, dict) else None
-        if not isinstance(details, list):
-            raise InvalidResponseError(
-                SERVICE, 200, "invalid-audit", "RetrieveAttributeChangeHistory: no AuditDetails"
-            )
-        return [d for d in details if isinstance(d, dict)]
+        paging: dict[str, Any] = {"PageNumber": 1, "Count": self.audit_page_size}
+        cookies: set[str] = set()
+        while True:
+            url = f"{base}&@p={quote(json.dumps(paging, separators=(',', ':')), safe='')}"
+            body = self._transport.send_json("GET", url, headers=self._read_headers())
+            collection = body.get("AuditDetailCollection") if isinstance(body, dict) else None
+            details = collection.get("AuditDetails") if isinstance(collection, dict) else None
+            if not isinstance(collection, dict) or not isinstance(details, list):
+                raise InvalidResponseError(
+                    SERVICE, 200, "invalid-audit", "RetrieveAttributeChangeHistory: no AuditDetails"
+                )
+            more = collection.get("MoreRecords") is True
+            yield AuditPage([d for d in details if isinstance(d, dict)], more)
+            if not more:
+                return
+            paging = _next_paging_info(paging, collection.get("PagingCookie"), cookies)
 
-    def audit_rows(self, table: str, row_id: str, *, top: int) -> list[dict[str, Any]]:
-        """The newest `top` Create and Update rows of the `audits` table for one row."""
+    def audit_rows(self, table: str, row_id: str) -> Iterator[AuditPage]:
+        """The Create and Update rows of the `audits` table for one row, newest first, page by
+        page (`odata.maxpagesize` of `audit_page_size`, `@odata.nextLink` followed verbatim).
+        Lazy, like `attribute_change_history`. No `$top`: with `odata.maxpagesize` Dataverse
+        ignores it, and the caller stops reading when it has found what it looks for."""
         flt = (
             f"_objectid_value eq {odata_guid(row_id)} and objecttypecode eq {odata_string(table)}"
             " and (operation eq 1 or operation eq 2)"
         )
-        # No odata.maxpagesize here: with it, Dataverse ignores $top.
-        url = (
+        url: str | None = (
             f"{self.api}audits?$select=auditid,createdon,operation"
-            f"&$filter={quote(flt, safe='')}&$orderby=createdon%20desc&$top={top}"
+            f"&$filter={quote(flt, safe='')}&$orderby=createdon%20desc"
         )
-        body = self._transport.send_json("GET", url, headers=self._read_headers())
-        rows = body.get("value") if isinstance(body, dict) else None
-        if not isinstance(rows, list):
-            raise InvalidResponseError(SERVICE, 200, "invalid-audit", "audits: no 'value' list")
-        return [row for row in rows if isinstance(row, dict)]
+        headers = self._read_headers()
+        headers["Prefer"] = f"odata.maxpagesize={self.audit_page_size}"
+        seen: set[str] = set()
+        while url is not None:
+            seen.add(url)
+            body = self._transport.send_json("GET", url, headers=headers)
+            rows = body.get("value") if isinstance(body, dict) else None
+            if not isinstance(rows, list):
+                raise InvalidResponseError(SERVICE, 200, "invalid-audit", "audits: no 'value' list")
+            nxt = body.get("@odata.nextLink")
+            yield AuditPage([row for row in rows if isinstance(row, dict)], nxt is not None)
+            url = None if nxt is None else self._check_link(str(nxt), seen)
 
     def audit_detail(self, audit_id: str) -> dict[str, Any]:
         """The AuditDetail (old and new values) of one `audits` row."""
@@ -356,6 +458,21 @@ class DataverseClient:
                 SERVICE, 200, "invalid-audit", "RetrieveAuditDetails: no AuditDetail"
             )
         return detail
+
+
+def _next_paging_info(paging: dict[str, Any], cookie: object, seen: set[str]) -> dict[str, Any]:
+    """The PagingInfo of the page after `paging`: the next PageNumber with the cookie the
+    service returned (none given: the page number alone). A cookie seen before means the
+    service is serving the same page again: stop rather than loop."""
+    nxt: dict[str, Any] = {"PageNumber": paging["PageNumber"] + 1, "Count": paging["Count"]}
+    if isinstance(cookie, str) and cookie:
+        if cookie in seen:
+            raise InvalidResponseError(
+                SERVICE, 200, "paging-loop", "RetrieveAttributeChangeHistory repeats a PagingCookie"
+            )
+        seen.add(cookie)
+        nxt["PagingCookie"] = cookie
+    return nxt
 
 
 def _batch_error(response: requests.Response) -> ApiError:

@@ -8,6 +8,7 @@ from typing import Protocol
 
 from work365_fn.adapters.dataverse import DataverseClient
 from work365_fn.adapters.schema import Schema
+from work365_fn.adapters.schema_discovery import OrgMetadata, Proposal, propose, table_names
 from work365_fn.errors import ApiError, NotFoundError, SchemaError
 
 
@@ -184,3 +185,22 @@ def _alternate_key_check(client: DataverseClient, schema: Schema) -> SchemaCheck
             "another provider sync (see docs/configuration.md, Create mode)"
         ),
     )
+
+
+def propose_schema(client: DataverseClient, schema: Schema) -> Proposal:
+    """`check-schema --propose`: every table's definition, then the columns, lookups and keys of
+    the tables the proposal uses, matched by `schema_discovery.propose`. Reads only."""
+    entities = client.entity_definitions()
+    tables = table_names(entities, schema)
+    with_lookups = [
+        tables[k] for k in ("subscription", "billingContract", "providerAccount") if k in tables
+    ]
+    with_columns = [*with_lookups, *([tables["setting"]] if "setting" in tables else [])]
+    subscription = tables.get("subscription")
+    metadata = OrgMetadata(
+        entities,
+        attributes={t: client.attributes(t) for t in with_columns},
+        many_to_one={t: client.many_to_one(t) for t in with_lookups},
+        keys={subscription: client.keys(subscription)} if subscription else {},
+    )
+    return propose(metadata, schema)

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import logging
-import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
-from work365_fn.adapters.dataverse import DataverseClient, odata_guid, odata_in, odata_string
+from work365_fn.adapters.dataverse import (
+    AuditPage,
+    DataverseClient,
+    odata_guid,
+    odata_in,
+    odata_string,
+)
 from work365_fn.adapters.dataverse_metadata import SubscriptionBindings
 from work365_fn.adapters.odata_batch import BatchOperation, BatchResult
 from work365_fn.adapters.schema import Schema
@@ -32,14 +38,14 @@ log = logging.getLogger(__name__)
 # If-None-Match: * turns a second create into a 412 instead of a duplicate. Never change it.
 RECORD_NAMESPACE = uuid.UUID("6f1c2d52-3a5e-4c8e-9f1b-365b1110c0de")
 
-# How many of the setting row's newest audit rows are searched for the date of the change.
-AUDIT_ROWS_READ = 50
+# The audit history of the setting is read in pages (AUDIT_PAGE_SIZE rows each, see
+# adapters/dataverse.py), at most this many pages of RetrieveAttributeChangeHistory and as many
+# of the `audits` table: hundreds of changes. Past that the run warns, naming this bound.
+AUDIT_MAX_PAGES = 10
 
 # Values per `Microsoft.Dynamics.CRM.In` query of a scoped read: 100 GUIDs keep the URL near
 # 4.5 KB, far below Dataverse's URL limit.
 IN_CHUNK = 100
-
-_ENTITY_ID = re.compile(r"\(([0-9a-fA-F-]{36})\)\s*$")
 
 
 def deterministic_record_id(provider_subscription_id: str) -> str:
@@ -47,7 +53,8 @@ def deterministic_record_id(provider_subscription_id: str) -> str:
 
 
 def lookup(name: str) -> str:
-    """The read-side column of a lookup attribute."""
+    """The read-side property of a lookup attribute, for `$select` and `$filter` comparisons.
+    Query functions (`odata_in`) take the attribute's logical name itself."""
     return f"_{name}_value"
 
 
@@ -99,42 +106,69 @@ class Repository:
         return AssociationSetting(enabled, modified, "modifiedon", row_id), warnings
 
     def _audit_cutoff(self, row_id: str, warnings: list[str]) -> datetime | None:
+        """The latest change of the setting column to Yes in its audit history, or None.
+
+        RetrieveAttributeChangeHistory lists the column's changes, page after page, in an order
+        Microsoft does not document. When they carry their `AuditRecord` (Microsoft says the Web
+        API leaves it out; live orgs are reported to send it) the latest dated change to Yes is
+        the answer. When they do not, or when the pages were cut at AUDIT_MAX_PAGES, the
+        `audits` table, read newest first, says when: see `_audit_table_cutoff`."""
         t = self.schema.setting
+        column = t.associate_default
         try:
-            details = self._client.attribute_change_history(
-                t.entity_set, row_id, t.associate_default
+            details, complete = _first_pages(
+                self._client.attribute_change_history(t.entity_set, row_id, column)
             )
-            latest, undated = _latest_enabling(details, t.associate_default)
-            if latest is None and undated:
-                latest = self._audit_table_cutoff(row_id)
+            latest, undated = _latest_enabling(details, column)
+            if complete and (latest is not None or not undated):
+                return latest
+            if not complete:
+                warnings.append(
+                    f"the audit history of {column} is longer than {self._bound()}: the date "
+                    "of its latest change to Yes is looked up in the setting row's audit table"
+                )
+            latest, complete = self._audit_table_cutoff(row_id)
         except ApiError as exc:
             warnings.append(
-                f"could not read the audit history of {t.associate_default} "
+                f"could not read the audit history of {column} "
                 f"({exc.status} {exc.code}); falling back to modifiedon"
             )
             return None
-        if latest is None and undated:
+        if latest is None:
+            rows = AUDIT_MAX_PAGES * self._client.audit_page_size
+            where = "the audit rows of the setting row"
+            if not complete:
+                where = f"the newest {rows} audit rows of the setting row ({self._bound()})"
             warnings.append(
-                f"the audit history of {t.associate_default} shows it set to Yes, but none of "
-                f"the latest {AUDIT_ROWS_READ} audit rows of the setting row does; falling "
-                "back to modifiedon"
+                f"the latest change of {column} to Yes is not in {where}; falling back to "
+                "modifiedon"
             )
         return latest
 
-    def _audit_table_cutoff(self, row_id: str) -> datetime | None:
+    def _bound(self) -> str:
+        return f"AUDIT_MAX_PAGES={AUDIT_MAX_PAGES} pages of {self._client.audit_page_size} rows"
+
+    def _audit_table_cutoff(self, row_id: str) -> tuple[datetime | None, bool]:
         """Microsoft documents that the Web API answers RetrieveAttributeChangeHistory without
         `AuditRecord`, so without dates. The date is then that of the newest `audits` row of the
-        setting row whose details set the column to Yes."""
+        setting row whose details set the column to Yes: the rows come newest first (documented
+        `$orderby`), so the first such row is the latest change, however many pages down it is.
+        Returns that date (None if not found) and whether every row was read.
+        https://learn.microsoft.com/power-apps/developer/data-platform/auditing/retrieve-audit-data#audit-table"""
         t = self.schema.setting
-        for row in self._client.audit_rows(t.table, row_id, top=AUDIT_ROWS_READ):
-            audit_id = _guid_or_none(row.get("auditid"))
-            when = parse_timestamp(str(row.get("createdon") or ""))
-            if audit_id is None or when is None:
-                continue
-            new = self._client.audit_detail(audit_id).get("NewValue")
-            if isinstance(new, dict) and new.get(t.associate_default) is True:
-                return when
-        return None
+        for number, page in enumerate(self._client.audit_rows(t.table, row_id), 1):
+            for row in page.items:
+                audit_id = _guid_or_none(row.get("auditid"))
+                when = parse_timestamp(str(row.get("createdon") or ""))
+                if audit_id is None or when is None:
+                    continue
+                new = self._client.audit_detail(audit_id).get("NewValue")
+                if isinstance(new, dict) and new.get(t.associate_default) is True:
+                    return when, True
+            if page.more and number >= AUDIT_MAX_PAGES:
+                log.warning("audit table of the setting row cut at AUDIT_MAX_PAGES=%d", number)
+                return None, False
+        return None, True
 
     # ---- bulk reads --------------------------------------------------------------------------
 
@@ -297,11 +331,11 @@ class Repository:
         if len(ids) > IN_CHUNK:
             return self.default_contracts()
         t = self.schema.billing_contract
-        return self.contracts(f"{t.is_default} eq true and {odata_in(lookup(t.account), ids)}")
+        return self.contracts(f"{t.is_default} eq true and {odata_in(t.account, ids)}")
 
     def provider_accounts_of_accounts(self, account_ids: Sequence[str]) -> list[ProviderAccount]:
         """Provider Accounts under one of `account_ids` (In on the lookup, in chunks)."""
-        column = lookup(self.schema.provider_account.account)
+        column = self.schema.provider_account.account
         out: list[ProviderAccount] = []
         for chunk in _chunks(sorted({norm_id(a) for a in account_ids}), IN_CHUNK):
             out.extend(self.provider_accounts(odata_in(column, chunk)))
@@ -384,12 +418,17 @@ class Repository:
         bindings: SubscriptionBindings,
     ) -> str:
         """Create-only (If-None-Match: *) at a deterministic address; ConflictError when the
-        record exists already. Returns the new record id."""
+        record exists already. Returns the new record id: the address itself, or (alternate key)
+        the id in the created row that Dataverse is asked to return, else re-read by key."""
         t = self.schema.subscription
         address = self.create_address(sub, bindings)
         body = self._create_body(sub, account_id, contract_id, bindings)
-        entity_id = self._client.create_only(t.entity_set, address, body)
-        return self.created_record_id(address, entity_id, bindings)
+        if not bindings.alternate_key:
+            self._client.create_only(t.entity_set, address, body)
+            return address
+        row = self._client.create_only_returning(t.entity_set, address, body, select=[t.id])
+        created = _guid_or_none(row.get(t.id)) if row is not None else None
+        return created or self.record(address).id
 
     def create_operation(
         self,
@@ -413,10 +452,12 @@ class Repository:
         bindings: SubscriptionBindings,
     ) -> dict[str, Any]:
         t = self.schema.subscription
-        body: dict[str, Any] = {
-            t.provider_subscription_id: sub.id.lower(),
-            t.name: sub.display_name[:100],
-        }
+        body: dict[str, Any] = {t.name: sub.display_name[:100]}
+        if not bindings.alternate_key:
+            # Through the key, Dataverse copies the key values from the URL, and Microsoft
+            # says not to repeat them in the body (the body's would win on a mismatch).
+            # https://learn.microsoft.com/en-us/power-apps/developer/data-platform/use-upsert-insert-update-record#guidance-for-composing-requests
+            body[t.provider_subscription_id] = sub.id.lower()
         if account_id:
             body[f"{bindings.account_nav}@odata.bind"] = (
                 f"/{self.schema.account.entity_set}({odata_guid(account_id)})"
@@ -428,25 +469,37 @@ class Repository:
         return body
 
     def created_record_id(
-        self, address: str, entity_id: str | None, bindings: SubscriptionBindings
-    ) -> str:
-        """The id of a record created at `address`: the address itself, or (alternate key) the
-        id in the answer's OData-EntityId."""
+        self, address: str, body: str, bindings: SubscriptionBindings
+    ) -> str | None:
+        """The id of a record created at `address`: the address itself (an id), or (alternate
+        key) the id in the answer's `body` when it carries the row. None when it does not (a
+        204): its OData-EntityId names the key, not the id, so re-read it with
+        `created_record_ids`."""
         if not bindings.alternate_key:
             return address
-        match = _ENTITY_ID.search(entity_id or "")
-        if match is None:
-            raise InvalidResponseError(
-                "dataverse", 204, "no-entity-id", "create answered without an OData-EntityId"
-            )
-        return match.group(1).lower()
+        try:
+            row = json.loads(body) if body.strip() else None
+        except ValueError:
+            return None
+        return (
+            _guid_or_none(row.get(self.schema.subscription.id)) if isinstance(row, dict) else None
+        )
+
+    def created_record_ids(self, subscription_ids: Sequence[str]) -> dict[str, str]:
+        """Re-read records just created through the alternate key (`In` on the key column,
+        IN_CHUNK ids a query): lower-case provider subscription id -> record id."""
+        return {
+            record.provider_subscription_id: record.id
+            for record in self.records_for_subscriptions(subscription_ids)
+            if record.provider_subscription_id is not None
+        }
 
     # ---- typed questions of one diagnosis ---------------------------------------------------
 
     def contracts_of_accounts(self, account_ids: Sequence[str]) -> list[BillingContract]:
         """Every contract of some Accounts, active or not, default or not (In on the lookup, in
         chunks of IN_CHUNK ids): what diagnose shows of an Account."""
-        column = lookup(self.schema.billing_contract.account)
+        column = self.schema.billing_contract.account
         out: list[BillingContract] = []
         for chunk in _chunks(sorted({norm_id(a) for a in account_ids}), IN_CHUNK):
             out.extend(self.contracts(odata_in(column, chunk)))
@@ -472,6 +525,19 @@ def _latest_enabling(details: list[dict[str, Any]], column: str) -> tuple[dateti
         elif latest is None or when > latest:
             latest = when
     return latest, undated
+
+
+def _first_pages(pages: Iterator[AuditPage]) -> tuple[list[dict[str, Any]], bool]:
+    """The items of the first AUDIT_MAX_PAGES pages, and whether that was all of them."""
+    items: list[dict[str, Any]] = []
+    for number, page in enumerate(pages, 1):
+        items.extend(page.items)
+        if not page.more:
+            return items, True
+        if number >= AUDIT_MAX_PAGES:
+            log.warning("audit history cut at AUDIT_MAX_PAGES=%d pages", number)
+            return items, False
+    return items, True
 
 
 def _chunks(values: Sequence[str], size: int) -> list[list[str]]:

@@ -6,7 +6,7 @@ import logging
 import sys
 import uuid
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, date, datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -15,7 +15,6 @@ import requests
 from work365_fn.adapters.transport import Transport
 from work365_fn.errors import ApiError, InvalidResponseError
 from work365_fn.rules.model import Customer, PcSubscription, is_guid
-from work365_fn.rules.timestamps import format_timestamp
 
 log = logging.getLogger(__name__)
 
@@ -24,13 +23,22 @@ NO_RELATIONSHIP = "20002"
 
 
 def parse_error(response: requests.Response) -> tuple[str, str]:
-    """Partner Center errors are `{code, description, data, source}`."""
+    """Partner Center errors are `{code, description, data, source}`
+    (https://learn.microsoft.com/partner-center/developer/error-codes), except its throttling
+    answer, documented as `{"statusCode": 429, "message": "Rate limit is exceeded. Try again in
+    N seconds."}` with Retry-After
+    (https://learn.microsoft.com/partner-center/developer/api-throttling-guidance): both read."""
     try:
         body = response.json()
     except ValueError:
         return str(response.status_code), (response.reason or "no error body")
     if isinstance(body, dict):
-        code = body.get("code") or body.get("errorCode") or response.status_code
+        code = (
+            body.get("code")
+            or body.get("errorCode")
+            or body.get("statusCode")
+            or response.status_code
+        )
         description = body.get("description") or body.get("message") or response.reason or ""
         return str(code), str(description)[:500]
     return str(response.status_code), response.reason or ""
@@ -67,13 +75,15 @@ class PartnerCenterClient:
             if customer is not None:
                 yield customer
 
-    def audit_records(self, start: datetime, end: datetime) -> Iterator[dict[str, Any]]:
-        """The activity log between `start` and `end` (at most 30 days, at most 90 days back),
-        page by page like the customers."""
-        query = (
-            f"startDate={quote(format_timestamp(start), safe=':')}"
-            f"&endDate={quote(format_timestamp(end), safe=':')}&size={self._page_size}"
-        )
+    def audit_records(self, first_day: date, last_day: date) -> Iterator[dict[str, Any]]:
+        """The activity log of whole days, `last_day` included (at most 30 days, at most 90
+        days back), page by page like the customers. The REST reference types startDate and
+        endDate as dates in yyyy-mm-dd form (its example sends a date-time, whose time part is
+        not explained), and the throttling page reads one day as startDate=endDate: so days
+        only, and the caller trims the records by operationDate.
+        https://learn.microsoft.com/partner-center/developer/get-a-record-of-partner-center-activity-by-user
+        """
+        query = f"startDate={_day(first_day)}&endDate={_day(last_day)}&size={self._page_size}"
         yield from self._pages(f"{self._base}/auditrecords?{query}", "auditrecords")
 
     def _pages(self, url: str, what: str) -> Iterator[dict[str, Any]]:
@@ -123,6 +133,13 @@ class PartnerCenterClient:
             if sub is not None:
                 out.append(sub)
         return out
+
+
+def _day(value: date) -> str:
+    """yyyy-mm-dd. A datetime (a date subclass) gives its UTC day: no time reaches the query."""
+    if isinstance(value, datetime):
+        value = value.astimezone(UTC).date()
+    return f"{value.year:04d}-{value.month:02d}-{value.day:02d}"
 
 
 def is_no_relationship(exc: ApiError) -> bool:

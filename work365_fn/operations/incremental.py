@@ -22,7 +22,7 @@ import enum
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from work365_fn.adapters.storage import RunStore
@@ -33,8 +33,15 @@ log = logging.getLogger(__name__)
 
 STATE_RUN_ID = "state"
 WATERMARK_DOCUMENT = "watermark"
+# The activity log, "Get a record of Partner Center activity":
+# https://learn.microsoft.com/partner-center/developer/get-a-record-of-partner-center-activity-by-user
+# Its REST reference types startDate and endDate as dates (yyyy-mm-dd) while its own example sends
+# a date-time, and the throttling page asks for one day as startDate=2020-09-02&endDate=2020-09-02
+# (https://learn.microsoft.com/partner-center/developer/api-throttling-guidance): so the query
+# names whole UTC days, the end day included, and the window's bounds are applied here to each
+# record's operationDate.
 AUDIT_LOG_DAYS = 90  # Partner Center keeps (and answers) 90 days of activity
-AUDIT_WINDOW_DAYS = 30  # and at most 30 days per request
+AUDIT_WINDOW_DAYS = 30  # calendar days per request, the end day included
 
 
 class Mode(enum.StrEnum):
@@ -118,7 +125,9 @@ def choose_mode(
     if state is None:
         return ModeChoice(Mode.FULL, "no watermark yet: a full run sets it")
     since = state.watermark - timedelta(hours=overlap_hours)
-    if since < now - timedelta(days=AUDIT_LOG_DAYS):
+    # The query starts at midnight of since's day: read as a date-time, that midnight must not
+    # be more than 90 days before now either.
+    if _midnight(_utc_day(since)) < now - timedelta(days=AUDIT_LOG_DAYS):
         return ModeChoice(
             Mode.FULL,
             f"the watermark ({format_timestamp(state.watermark)}) is older than the "
@@ -141,16 +150,27 @@ def choose_mode(
     )
 
 
-def audit_windows(since: datetime, until: datetime) -> list[tuple[datetime, datetime]]:
-    """[since, until] cut into windows of at most 30 days (the activity log's maximum)."""
+def audit_windows(since: datetime, until: datetime) -> list[tuple[date, date]]:
+    """The UTC days from since's to until's, both included, as (first day, last day) windows of
+    at most AUDIT_WINDOW_DAYS days each (the activity log's longest request under any reading of
+    "30 days"). The days cover more than [since, until]: `changed_customers` trims by
+    operationDate."""
+    first, last = _utc_day(since), _utc_day(until)
     windows = []
-    start = since
-    step = timedelta(days=AUDIT_WINDOW_DAYS)
-    while start < until:
-        end = min(start + step, until)
-        windows.append((start, end))
-        start = end
-    return windows or [(since, until)]
+    while True:
+        end = min(first + timedelta(days=AUDIT_WINDOW_DAYS - 1), last)
+        windows.append((first, end))
+        if end >= last:
+            return windows
+        first = end + timedelta(days=1)
+
+
+def _utc_day(moment: datetime) -> date:
+    return moment.astimezone(UTC).date()
+
+
+def _midnight(day: date) -> datetime:
+    return datetime.combine(day, time(), tzinfo=UTC)
 
 
 # Activity that cannot add or move a subscription: users, licences, app registrations, MPN ids.
@@ -166,11 +186,15 @@ IGNORED_RESOURCE_TYPES = frozenset(
 )
 
 
-def changed_customers(records: Iterable[dict[str, Any]]) -> set[str]:
+def changed_customers(records: Iterable[dict[str, Any]], since: datetime | None = None) -> set[str]:
     """Customer ids (lower case) named by activity-log records that may concern subscriptions.
-    Unknown resource types count (enums are open); failed operations changed nothing."""
+    Unknown resource types count (enums are open); failed operations changed nothing. With
+    `since`, records whose operationDate is before it are left out (the query asked for whole
+    days); a record without a readable operationDate counts (one customer too many is cheap)."""
     out: set[str] = set()
     for record in records:
+        if since is not None and _before(record, since):
+            continue
         customer = record.get("customerId")
         if not isinstance(customer, str) or not is_guid(customer.strip()):
             continue
@@ -181,6 +205,11 @@ def changed_customers(records: Iterable[dict[str, Any]]) -> set[str]:
             continue
         out.add(customer.strip().lower())
     return out
+
+
+def _before(record: dict[str, Any], since: datetime) -> bool:
+    when = parse_timestamp(str(record.get("operationDate") or ""))
+    return when is not None and when < since
 
 
 def pending_customers(

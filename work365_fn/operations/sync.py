@@ -244,8 +244,8 @@ def _changed_customers(
     """The customers an incremental run lists (incremental.py says which and why)."""
     pc = deps.partner_center(summary.run_id)
     audited: set[str] = set()
-    for start, end in audit_windows(since, summary.started_at):
-        audited |= changed_customers(pc.audit_records(start, end))
+    for first_day, last_day in audit_windows(since, summary.started_at):
+        audited |= changed_customers(pc.audit_records(first_day, last_day), since)
     fresh = deps.repository.unassigned_records_since(since)
     accounts = sorted({r.account_id for r in fresh if r.account_id})
     mapped = {

@@ -4,7 +4,8 @@ Each write stays conditional (`If-Match` for an assignment, `If-None-Match: *` f
 is its own operation in the batch, so one 412 neither stops nor rolls back the others. Per
 operation:
 
-- 2xx: done;
+- 2xx: done (records created through the alternate key answer with the key, not the id: their
+  ids are read back by key, one query per batch);
 - 412: the record changed (or exists) since the read: re-read it, decide again, and if it still
   needs a write, send it once more in a later batch; a second 412 makes it an `error`;
 - 429: sent again in a later batch after the Retry-After (not counted as an attempt);
@@ -26,7 +27,7 @@ from dataclasses import dataclass, replace
 from work365_fn.adapters.dataverse_metadata import SubscriptionBindings
 from work365_fn.adapters.dataverse_repository import Repository
 from work365_fn.adapters.odata_batch import BatchOperation, BatchResult
-from work365_fn.errors import ApiError, NotFoundError, ThrottledError
+from work365_fn.errors import ApiError, InvalidResponseError, NotFoundError, ThrottledError
 from work365_fn.rules import Action, Decision, Reason, World, decide_for_record
 from work365_fn.rules.model import SubscriptionRecord
 from work365_fn.rules.summary import RunSummary
@@ -37,6 +38,7 @@ MAX_WRITE_ATTEMPTS = 2  # a write that meets a 412 is re-read, re-decided and tr
 EXECUTION_TIME_LIMIT = "0x80072321"  # Dataverse: combined execution time over the limit
 DEADLINE_MESSAGE = "run deadline reached before this write; the next run completes it"
 KEPT_CHANGING = "the record kept changing while we wrote; the next run retries it"
+NOT_READ_BACK = "the record was created, but reading back its id failed; the next run reports it"
 
 
 @dataclass
@@ -175,6 +177,7 @@ class BatchWriter:
     ) -> float:
         """Apply one batch's answers; returns how long to wait before the next batch."""
         later: list[_Write] = []
+        unread: list[_Write] = []  # created by key, the answer without the id: read back
         wait = 0.0
         done = conflicts = 0
         for position, item in enumerate(sent):
@@ -183,8 +186,12 @@ class BatchWriter:
                 continue
             result = results[position]
             if result.ok:
-                final[item.index] = self._done(item, result)
                 done += 1
+                decided = self._done(item, result)
+                if decided is None:
+                    unread.append(item)
+                else:
+                    final[item.index] = decided
             elif result.status == 412:
                 conflicts += 1
                 retry = self._conflict(item, final)
@@ -201,6 +208,7 @@ class BatchWriter:
                 code, message = result.error()
                 error = ApiError("dataverse", result.status, code, message)
                 self._fail(final, item, error)
+        self._read_back(unread, final)
         self._log.info(
             "batch %d: %d writes sent, %d done, %d changed since read, %d to send again",
             self.batches,
@@ -212,27 +220,52 @@ class BatchWriter:
         queue.extend(later)
         return wait
 
-    def _done(self, item: _Write, result: BatchResult) -> Decision:
+    def _done(self, item: _Write, result: BatchResult) -> Decision | None:
+        """The decision after a successful write; None for a record created through the
+        alternate key whose answer does not carry its id (see `_read_back`)."""
         d = item.decision
-        sub = d.subscription
         if d.action is Action.ASSIGN:
             assert d.record is not None
             self._log.debug(
                 "subscription %s: record %s assigned to contract %s",
-                sub.id,
+                d.subscription.id,
                 d.record.id,
                 d.contract_id,
             )
             return d
         assert item.address is not None
-        try:
-            record_id = self._repo.created_record_id(item.address, result.entity_id, self._bindings)
-        except ApiError as exc:
-            self._summary.errors.append(exc.to_json(sub.customer_id))
-            return _failed(d, str(exc))
+        record_id = self._repo.created_record_id(item.address, result.body, self._bindings)
+        return None if record_id is None else self._created(d, record_id)
+
+    def _created(self, decision: Decision, record_id: str) -> Decision:
         self._summary.created += 1
-        self._log.debug("subscription %s: record %s created", sub.id, record_id)
-        return replace(d, record=_stub(d, record_id))
+        self._log.debug("subscription %s: record %s created", decision.subscription.id, record_id)
+        return replace(decision, record=_stub(decision, record_id))
+
+    def _read_back(self, items: list[_Write], final: list[Decision]) -> None:
+        """Ids of records a batch created through the alternate key: a key-addressed create
+        answers 204 with the key (not the id) in OData-EntityId, and a `$batch` part does not
+        ask for the row, so they are read back by key, one query for the whole batch."""
+        if not items:
+            return
+        try:
+            ids = self._repo.created_record_ids([i.decision.subscription.id for i in items])
+        except ApiError as exc:
+            for item in items:
+                self._summary.errors.append(exc.to_json(item.decision.subscription.customer_id))
+                final[item.index] = _failed(item.decision, f"{NOT_READ_BACK}: {exc}")
+            return
+        for item in items:
+            sub = item.decision.subscription
+            record_id = ids.get(sub.id.lower())
+            if record_id is not None:
+                final[item.index] = self._created(item.decision, record_id)
+                continue
+            error = InvalidResponseError(
+                "dataverse", 200, "created-not-found", f"no record {item.address} when read back"
+            )
+            self._summary.errors.append(error.to_json(sub.customer_id))
+            final[item.index] = _failed(item.decision, f"{NOT_READ_BACK}: {error}")
 
     def _conflict(self, item: _Write, final: list[Decision]) -> bool:
         """A 412: re-read and decide again. True when the write should be sent again."""

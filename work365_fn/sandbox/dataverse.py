@@ -3,13 +3,19 @@
 What it serves, shaped as Microsoft documents it (the emulator's answers are the contract the
 service's Dataverse client is tested against, so they follow the real API, traps included):
 
-- `GET /{set}` with `$select`, `$filter` (see `odata`), `$orderby`, `$top`, `$count`, and paging:
+- `GET /{set}/$count` (text/plain), and `GET /{set}` with `$select`, `$filter` (see `odata`),
+  `$orderby`, `$top`, `$count`, and paging:
   `Prefer: odata.maxpagesize=N` (default and maximum 5000) answers `@odata.nextLink` (absolute,
   with a `$skiptoken` paging cookie) and `Preference-Applied`. With both `$top` and
   `odata.maxpagesize`, `$top` is ignored, as Microsoft documents.
 - `GET|PATCH|DELETE /{set}({id})`, and `/{set}(<provider subscription id column>='...')` when the
   alternate key is on. PATCH is an upsert; `If-Match: *` forbids the create, `If-Match: <etag>`
-  answers 412 when the row changed, `If-None-Match: *` forbids the update.
+  answers 412 when the row changed, `If-None-Match: *` forbids the update. A row written
+  through the alternate key answers with the key, not the id, in `OData-EntityId`;
+  `Prefer: return=representation` (with `$select`) gives 201 on create, 200 on update, in and
+  outside `$batch`.
+- `$filter` reads a lookup as `_x_value`; query functions (`In`, `NotIn`) take logical names,
+  lookups included, and refuse `_x_value` (400 0x80041103) as a real org does.
 - `POST /{set}` (client-supplied ids kept), lookups bound with case-sensitive
   `<NavigationProperty>@odata.bind`; `PUT|DELETE /{set}({id})/{nav}/$ref` to (dis)associate.
 - `POST /$batch`: change sets are atomic, `Prefer: odata.continue-on-error`, `Content-ID` refs.
@@ -18,7 +24,8 @@ service's Dataverse client is tested against, so they follow the real API, traps
 - Audit: `RetrieveAttributeChangeHistory(Target=@t,AttributeLogicalName=@a[,PagingInfo=@p])`,
   the `audits` entity set and `audits({id})/Microsoft.Dynamics.CRM.RetrieveAuditDetails`. As in
   the real Web API, AttributeAuditDetail carries old and new values but no `AuditRecord` (no
-  date): the date of a change is the `createdon` of its row in `audits`.
+  date): the date of a change is the `createdon` of its row in `audits`. Both reads are paged
+  (`MoreRecords` and `PagingCookie`; `@odata.nextLink`), at most `audit_page_size` a page.
 - `WhoAmI`, and the service document.
 
 Every answer carries `OData-Version: 4.0`; every error is `{"error": {"code", "message"}}`.
@@ -93,6 +100,7 @@ from .odata import (
     Node,
     ODataError,
     Property,
+    Resolver,
     bad_request,
     matches,
     parse_filter,
@@ -167,9 +175,13 @@ class DataverseEmulator:
         *,
         authorization_uri: str = "https://login.microsoftonline.com/common/oauth2/authorize",
         audit_record: bool = False,
+        audit_page_size: int = MAX_PAGE_SIZE,
     ) -> None:
         """`audit_record=True` adds `AuditRecord` (who/when) to each AttributeAuditDetail, which
-        Microsoft documents the Web API as NOT returning; only for testing that code path."""
+        Microsoft documents the Web API as NOT returning; only for testing that code path.
+        `audit_page_size` is the largest page of the audit reads (RetrieveAttributeChangeHistory
+        and the `audits` table), whatever the client asks for: small in tests, so that a short
+        history takes several pages."""
         self.base_url = base_url.rstrip("/")
         self.api_url = self.base_url + API
         self.schema = schema
@@ -178,6 +190,7 @@ class DataverseEmulator:
         self._clock = clock
         self._authorization_uri = authorization_uri
         self._audit_record = audit_record
+        self._audit_page_size = audit_page_size
         self.tables = build_tables(schema)
         self._sets = {t.entity_set: t for t in self.tables.values()}
         self._setting = self.tables[schema.setting.table]
@@ -540,7 +553,15 @@ class DataverseEmulator:
     def _etag(self, row: Mapping[str, Any]) -> str:
         return f'W/"{row["versionnumber"]}"'
 
-    def _entity_url(self, table: Table, row_id: str) -> str:
+    def _entity_url(self, table: Table, row_id: str, key: Key | None = None) -> str:
+        """The OData-EntityId of a written row: as addressed, so a row written through an
+        alternate key comes back with its key values, not its id, as Microsoft's upsert
+        examples show (`example_records(example_key1=2,example_key2=2)`).
+        https://learn.microsoft.com/en-us/power-apps/developer/data-platform/use-upsert-insert-update-record#use-web-api"""
+        if key is not None and key.alternate is not None:
+            column, value = key.alternate
+            literal = "'" + value.replace("'", "''") + "'"
+            return f"{self.api_url}/{table.entity_set}({column}={literal})"
         return f"{self.api_url}/{table.entity_set}({row_id})"
 
     def _serialize(
@@ -606,6 +627,10 @@ class DataverseEmulator:
         if table is None:
             raise _not_found_segment(head.name)
         if head.args is None:
+            if len(segments) == 2 and segments[1] == Segment("$count", None):
+                if request.method != "GET":
+                    raise _method_not_allowed(request.method, "$count")
+                return self._count(request, table)
             if len(segments) > 1:
                 raise unsupported(f"'{path}' (bound actions and functions on collections)")
             if request.method == "GET":
@@ -679,7 +704,7 @@ class DataverseEmulator:
         select = self._select(table, options)
         node: Node | None = None
         if "$filter" in options:
-            node = parse_filter(options["$filter"], table.resolve)
+            node = parse_filter(options["$filter"], table.resolve, _attribute_resolver(table))
         order = parse_orderby(options["$orderby"], table.resolve) if "$orderby" in options else []
         order = [*order, (Property(table.id, table.id, EdmType.GUID), False)]
         top = self._top(options.get("$top"))
@@ -703,10 +728,12 @@ class DataverseEmulator:
 
         preferences = prefer(request)
         headers: dict[str, str] = {}
-        page_size = MAX_PAGE_SIZE
+        # odata.maxpagesize is a preference: a service may page smaller, and does here for the
+        # audit table when the emulator is built with a small `audit_page_size`.
+        page_size = self._audit_page_size if table.logical == AUDIT_TABLE else MAX_PAGE_SIZE
         raw_size = preferences.get("odata.maxpagesize")
         if raw_size is not None and raw_size.isdigit() and int(raw_size) > 0:
-            page_size = min(int(raw_size), MAX_PAGE_SIZE)
+            page_size = min(int(raw_size), page_size)
             headers["Preference-Applied"] = f"odata.maxpagesize={page_size}"
         elif top is not None:  # $top is ignored when odata.maxpagesize is given
             rows = rows[:top]
@@ -719,6 +746,18 @@ class DataverseEmulator:
         if len(rows) > page_size:
             body["@odata.nextLink"] = self._next_link(request, table, page[-1], order)
         return _json(200, body, headers)
+
+    def _count(self, request: Request, table: Table) -> Response:
+        """`GET /{set}/$count[?$filter=...]`: the number alone, as text/plain
+        (https://learn.microsoft.com/power-apps/developer/data-platform/webapi/query/count-rows).
+        The doc states the 5,000 cap for `$count=true`; the same cap is applied here."""
+        options = query_options(request, {"$filter"})
+        node: Node | None = None
+        if "$filter" in options:
+            node = parse_filter(options["$filter"], table.resolve, _attribute_resolver(table))
+        total = sum(1 for r in self._all(table) if matches(node, r))
+        headers = {"Content-Type": "text/plain", "OData-Version": "4.0"}
+        return Response(200, str(min(total, MAX_PAGE_SIZE)).encode("ascii"), headers)
 
     @staticmethod
     def _top(raw: str | None) -> int | None:
@@ -775,6 +814,9 @@ class DataverseEmulator:
             and if_none is not None
             and if_none != "null"
             and etag_matches(if_none, self._etag(row))
+            # Annotations may show related rows' values, so Dataverse never answers 304 then
+            # (perform-conditional-operations-using-web-api#query-must-not-include-annotations).
+            and "odata.include-annotations" not in prefer(request)
         ):
             return Response(304, b"", {"OData-Version": "4.0"})
         body = {"@odata.context": self._context(table, select, single=True)}
@@ -916,7 +958,10 @@ class DataverseEmulator:
             self._insert(table, row)
             audited = {n: v for n, v in row.items() if v is not None and n not in _SYSTEM_COLUMNS}
             self._audit(table, row_id, 1, {}, audited, now)
-        headers = {"OData-EntityId": self._entity_url(table, row_id), "ETag": self._etag(row)}
+        headers = {
+            "OData-EntityId": self._entity_url(table, row_id, key),
+            "ETag": self._etag(row),
+        }
         if prefer(request).get("return") == "representation":
             body = {"@odata.context": self._context(table, select, single=True)}
             body.update(self._serialize(table, row, select))
@@ -954,9 +999,11 @@ class DataverseEmulator:
                 )
         if row is None:  # plain PATCH is an upsert
             return self._create(request, table, key)
-        return self._update(request, table, row)
+        return self._update(request, table, row, key)
 
-    def _update(self, request: Request, table: Table, row: dict[str, Any]) -> Response:
+    def _update(
+        self, request: Request, table: Table, row: dict[str, Any], key: Key | None = None
+    ) -> Response:
         options = query_options(request, {"$select"})
         select = self._select(table, options)
         values = self._payload(table, self._body(request), creating=False)
@@ -969,7 +1016,7 @@ class DataverseEmulator:
             self._check_alternate_key(table, row[table.id], values)
             row = self._write_update(table, row, values)
         headers = {
-            "OData-EntityId": self._entity_url(table, row[table.id]),
+            "OData-EntityId": self._entity_url(table, row[table.id], key),
             "ETag": self._etag(row),
         }
         if prefer(request).get("return") == "representation":
@@ -1414,31 +1461,53 @@ class DataverseEmulator:
         paging = lenient_json(params["PagingInfo"]) if "PagingInfo" in params else {}
         if not isinstance(paging, dict):
             raise bad_request('PagingInfo must be an object such as {"PageNumber": 1, "Count": 5}.')
-        details = [
-            self._detail(table, a, column.prop)
+        changes = [
+            a
             for a in self._audit_rows(table, row[table.id])
             if a["operation"] == 2 and column.prop in _changed(a)
         ]
-        total = len(details)
-        page, count = int(paging.get("PageNumber") or 1), int(paging.get("Count") or 0)
-        if count > 0:
-            start = (max(page, 1) - 1) * count
-            more = total > start + count
-            details = details[start : start + count]
-        else:
-            more = False
-        cookie = f'<cookie page="{page}"><cookieExtensions /></cookie>' if more else ""
+        page, more, cookie = self._history_page(changes, paging)
         body = {
             "@odata.context": f"{self.api_url}/$metadata#Microsoft.Dynamics.CRM."
             "RetrieveAttributeChangeHistoryResponse",
             "AuditDetailCollection": {
                 "MoreRecords": more,
                 "PagingCookie": cookie,
-                "TotalRecordCount": total if paging.get("ReturnTotalRecordCount") else -1,
-                "AuditDetails": details,
+                "TotalRecordCount": len(changes) if paging.get("ReturnTotalRecordCount") else -1,
+                "AuditDetails": [self._detail(table, a, column.prop) for a in page],
             },
         }
         return _json(200, body)
+
+    def _history_page(
+        self, changes: Sequence[Mapping[str, Any]], paging: Mapping[str, Any]
+    ) -> tuple[Sequence[Mapping[str, Any]], bool, str]:
+        """One page of a change history (newest first), whether more follow, and the cookie for
+        the next page ("" on the last, as in Microsoft's example). A page holds `Count` changes,
+        at most `audit_page_size` (the service's page without a Count: Microsoft documents no
+        default, and a client must follow `MoreRecords` anyway). The next page is found from the
+        `PagingCookie` of the one before, which names its first and last change as the classic
+        QueryExpression cookies do; a cookie this emulator did not write (or none) leaves
+        `PageNumber` alone to say where, as paging without a cookie does.
+        https://learn.microsoft.com/power-apps/developer/data-platform/auditing/retrieve-audit-data#retrieveattributechangehistory-message"""
+        number = _paging_number(paging, "PageNumber", 1)
+        size = min(_paging_number(paging, "Count", self._audit_page_size), self._audit_page_size)
+        start = (number - 1) * size
+        cookie = paging.get("PagingCookie")
+        found = _HISTORY_COOKIE.search(cookie) if isinstance(cookie, str) else None
+        if found is not None and int(found.group(1)) == number - 1:
+            ids = [str(a["auditid"]).lower() for a in changes]
+            if found.group(2).lower() in ids:
+                start = ids.index(found.group(2).lower()) + 1
+        page = changes[start : start + size]
+        more = len(changes) > start + size
+        if not more or not page:
+            return page, more, ""
+        first, last = page[0]["auditid"], page[-1]["auditid"]
+        cookie = (
+            f'<cookie page="{number}"><auditid last="{{{last}}}" first="{{{first}}}" /></cookie>'
+        )
+        return page, more, cookie
 
     def _audit_details(self, request: Request, key: Key) -> Response:
         if request.method != "GET":
@@ -1505,6 +1574,39 @@ class DataverseEmulator:
 
 
 # ---------------------------------------------------------------- helpers
+
+
+def _attribute_resolver(table: Table) -> Resolver:
+    """The attribute a query function's `PropertyName` names: its logical name, lookups
+    included (`work365_account`); the read-side `_x_value` property is refused as a real org
+    refuses it (400, 0x80041103). Messages as Dataverse words them, e.g. in
+    https://github.com/microsoft/PowerPlatform-DataverseServiceClient/issues/299 ; see
+    https://learn.microsoft.com/en-us/power-apps/developer/data-platform/webapi/use-web-api-functions#query-functions"""
+
+    def resolve(name: str) -> Property:
+        column = table.by_name.get(name)
+        if column is None:
+            raise bad_request(
+                f"'{table.logical}' entity doesn't contain attribute with Name = '{name}' and "
+                "NameMapping = 'Logical'.",
+                code=NO_ATTRIBUTE,
+            )
+        return Property(name, column.name, column.edm)
+
+    return resolve
+
+
+_HISTORY_COOKIE = re.compile(r'^<cookie page="(\d+)"><auditid last="\{([0-9A-Fa-f-]{36})\}"')
+
+
+def _paging_number(paging: Mapping[str, Any], name: str, default: int) -> int:
+    """A PagingInfo number (Edm.Int32): absent or 0 means `default`; else a positive int."""
+    value = paging.get(name)
+    if value is None or value == 0:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise bad_request(f"PagingInfo.{name} must be a positive integer, not {value!r}.")
+    return value
 
 
 def _changed(audit_row: Mapping[str, Any]) -> dict[str, Any]:

@@ -309,12 +309,12 @@ def throttled(
         return dataverse_error(429, code, text, headers)
     seconds = math.ceil(retry_after or 1)
     if service == "partnerCenter":
-        return partner_center_error(
-            429,
-            429,
-            message or f"Rate limit is exceeded. Try again in {seconds} seconds.",
-            headers,
-        )
+        # Not the `{code, description}` shape of its other errors: Partner Center documents its
+        # 429 as `{"statusCode": 429, "message": "Rate limit is exceeded. Try again in N
+        # seconds."}` with Retry-After:
+        # https://learn.microsoft.com/partner-center/developer/api-throttling-guidance
+        text = message or f"Rate limit is exceeded. Try again in {seconds} seconds."
+        return Response.json(429, {"statusCode": 429, "message": text}, headers)
     return token_service_error(
         429,
         "temporarily_unavailable",

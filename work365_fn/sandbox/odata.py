@@ -314,11 +314,14 @@ class _Literal:
 
 
 class _Parser:
-    def __init__(self, text: str, resolve: Resolver) -> None:
+    def __init__(
+        self, text: str, resolve: Resolver, resolve_attribute: Resolver | None = None
+    ) -> None:
         self.text = text
         self.tokens = tokenize(text)
         self.i = 0
         self.resolve = resolve
+        self.resolve_attribute = resolve_attribute or resolve
 
     # -- token helpers
     def peek(self, ahead: int = 0) -> Token:
@@ -496,7 +499,8 @@ class _Parser:
             break
         if set(params) != {"PropertyName", "PropertyValues"}:
             raise bad_request("Microsoft.Dynamics.CRM.In needs PropertyName and PropertyValues.")
-        prop = self.resolve(str(params["PropertyName"]))
+        # Query functions name the attribute (logical name), not the Web API property.
+        prop = self.resolve_attribute(str(params["PropertyName"]))
         raw_values: list[str] = params["PropertyValues"]
         if not raw_values:
             raise bad_request("PropertyValues of Microsoft.Dynamics.CRM.In must not be empty.")
@@ -585,8 +589,11 @@ def parse_value(edm: EdmType, raw: str) -> Any:
             return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)
 
 
-def parse_filter(text: str, resolve: Resolver) -> Node:
-    return _Parser(text, resolve).parse()
+def parse_filter(text: str, resolve: Resolver, resolve_attribute: Resolver | None = None) -> Node:
+    """`resolve` names the properties of comparisons and `contains` & co. (lookups as
+    `_x_value`); `resolve_attribute` the `PropertyName` of query functions (`In`, `NotIn`),
+    which take logical names, lookups included. Without it, both use `resolve`."""
+    return _Parser(text, resolve, resolve_attribute).parse()
 
 
 # ---------------------------------------------------------------- $select, $orderby

@@ -1,10 +1,12 @@
 """Partner Center REST emulator: customers (seek-paged), their subscriptions, and the activity
-log (`GET /v1/auditrecords?startDate=..&endDate=..`, seek-paged like the customers; 90 days back
-at most, 30 days per request at most, as Microsoft documents). Each scenario subscription with a
-`creationDate` has a `create_order` record on that date; `partnerCenter.auditRecords` adds more.
+log (`GET /v1/auditrecords?startDate=..&endDate=..`, seek-paged like the customers; whole days
+in yyyy-mm-dd form, endDate included, 90 days back at most, 30 days per request at most, as
+Microsoft documents). Each scenario subscription with a `creationDate` has a `create_order`
+record on that date; `partnerCenter.auditRecords` adds more.
 
 Rows live in SQLite tables prefixed `pc_` in the sandbox's database file, so a state file keeps
-them. Errors are Partner Center-shaped: `{"code", "description", "data", "source"}`.
+them. Errors are Partner Center-shaped: `{"code", "description", "data", "source"}` (throttling,
+in faults.py, has its own documented shape).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import sqlite3
 import threading
 import uuid
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from work365_fn.rules.model import is_guid
@@ -29,7 +31,16 @@ from .core import Request, Response, TokenIssuer
 from .scenario import Scenario
 
 PC_AUDIENCE = "https://api.partnercenter.microsoft.com"
-MAX_PAGE_SIZE = 500
+# `size` of a seek-paged collection. "Get a list of customers" documents it as a required int,
+# "the number of results to be displayed at one time", with no range (its example asks for 40):
+# https://learn.microsoft.com/partner-center/developer/get-a-list-of-customers
+# The activity log's REST reference does not list it at all; the throttling page sends size=50.
+# No maximum is documented, so none is invented here: any positive 32-bit integer is served
+# in pages of that size (a real maximum, if there is one, would show as shorter pages, which
+# the client follows by their continuation token anyway). Not a number, or < 1: 400.
+MAX_SIZE = 2**31 - 1
+# When `size` is omitted (the client always sends it): the service's default is not documented.
+DEFAULT_PAGE_SIZE = 500
 SOURCE = "PartnerFD"
 
 _CUSTOMERS = re.compile(r"/v1/customers/?")
@@ -38,7 +49,8 @@ _SUBSCRIPTIONS = re.compile(r"/v1/customers/([^/]+)/subscriptions/?")
 _SUBSCRIPTION = re.compile(r"/v1/customers/([^/]+)/subscriptions/([^/]+)")
 _AUDIT = re.compile(r"/v1/auditrecords/?")
 AUDIT_DAYS = 90  # how far back the activity log answers
-AUDIT_WINDOW_DAYS = 30  # the longest startDate..endDate of one request
+AUDIT_WINDOW_DAYS = 30  # the most endDate may follow startDate (the documented default window)
+_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 _ORDER_NAMESPACE = uuid.UUID("0b6f1f5e-52a4-4f0c-8a36-3d6f0c1e5a77")
 
 _DDL = """
@@ -311,13 +323,9 @@ class PartnerCenterEmulator:
     def _page_size(self, request: Request) -> int | Response:
         raw_size = request.param("size")
         if raw_size is None:
-            return MAX_PAGE_SIZE
-        if not raw_size.isdigit() or not 1 <= int(raw_size) <= MAX_PAGE_SIZE:
-            return pc_error(
-                400,
-                800002,
-                f"Invalid request input: size must be an integer from 1 to {MAX_PAGE_SIZE}.",
-            )
+            return DEFAULT_PAGE_SIZE
+        if not raw_size.isdigit() or not 1 <= int(raw_size) <= MAX_SIZE:
+            return pc_error(400, 800002, "Invalid request input: size must be a positive integer.")
         return int(raw_size)
 
     def _offset(self, request: Request) -> int | Response:
@@ -342,45 +350,68 @@ class PartnerCenterEmulator:
         return read
 
     def _audit_records(self, request: Request) -> Response:
+        """The activity log, read the strictest way its documentation allows.
+        https://learn.microsoft.com/partner-center/developer/get-a-record-of-partner-center-activity-by-user
+        """
         size = self._page_size(request)
         if isinstance(size, Response):
             return size
         offset = self._offset(request)
         if isinstance(offset, Response):
             return offset
+        days = self._audit_days(request)
+        if isinstance(days, Response):
+            return days
+        first, last = days
+        rows = self._query(
+            "SELECT raw FROM pc_audit WHERE operation_date >= ? AND operation_date < ? "
+            "ORDER BY operation_date, position LIMIT ? OFFSET ?",
+            (
+                _midnight(first).isoformat(),
+                _midnight(last + timedelta(days=1)).isoformat(),
+                size + 1,
+                offset,
+            ),
+        )
+        items = [json.loads(r["raw"]) for r in rows[:size]]
+        query = f"startDate={first.isoformat()}&endDate={last.isoformat()}&size={size}"
+        return self._page(
+            f"/auditrecords?{query}", items, more=len(rows) > size, next_at=offset + size
+        )
+
+    def _audit_days(self, request: Request) -> tuple[date, date] | Response:
+        """startDate..endDate as whole UTC days, endDate included (the throttling page asks for
+        one day with startDate=endDate, and its example answers 17 records). Defaults as
+        documented: startDate 30 days before today; endDate today or the longest window,
+        whichever comes first."""
         now = self._clock()
-        start = _date_param(request, "startDate", now - timedelta(days=AUDIT_WINDOW_DAYS))
-        end = _date_param(request, "endDate", None)
-        if isinstance(start, Response):
-            return start
-        if isinstance(end, Response):
-            return end
-        assert start is not None
-        if start < now - timedelta(days=AUDIT_DAYS):
+        today = now.astimezone(UTC).date()
+        first = _day_param(request, "startDate", today - timedelta(days=AUDIT_WINDOW_DAYS))
+        if isinstance(first, Response):
+            return first
+        assert first is not None
+        # "Requests with a start date greater than 90 days prior to the current date" are
+        # refused: taken as strictly as it reads, the start day's midnight against the clock.
+        if _midnight(first) < now - timedelta(days=AUDIT_DAYS):
             return pc_error(
                 400,
                 400,
                 f"Invalid request input: startDate can be at most {AUDIT_DAYS} days before the "
                 "current date.",
             )
-        end = end or min(now, start + timedelta(days=AUDIT_WINDOW_DAYS))
-        if end < start or end - start > timedelta(days=AUDIT_WINDOW_DAYS):
+        last = _day_param(request, "endDate", None)
+        if isinstance(last, Response):
+            return last
+        if last is None:
+            last = min(today, first + timedelta(days=AUDIT_WINDOW_DAYS))
+        if last < first or last - first > timedelta(days=AUDIT_WINDOW_DAYS):
             return pc_error(
                 400,
                 400,
                 "Invalid request input: endDate must follow startDate by at most "
                 f"{AUDIT_WINDOW_DAYS} days.",
             )
-        rows = self._query(
-            "SELECT raw FROM pc_audit WHERE operation_date >= ? AND operation_date <= ? "
-            "ORDER BY operation_date, position LIMIT ? OFFSET ?",
-            (start.isoformat(), end.isoformat(), size + 1, offset),
-        )
-        items = [json.loads(r["raw"]) for r in rows[:size]]
-        query = f"startDate={format_timestamp(start)}&endDate={format_timestamp(end)}&size={size}"
-        return self._page(
-            f"/auditrecords?{query}", items, more=len(rows) > size, next_at=offset + size
-        )
+        return first, last
 
     def _page(self, uri: str, items: list[Any], *, more: bool, next_at: int) -> Response:
         """A seek-based page as Partner Center answers it: `links.next` (relative uri, the
@@ -483,16 +514,31 @@ class PartnerCenterEmulator:
         return pc_error(404, 20003, f"Subscription with ID {subscription_id} not found.")
 
 
-def _date_param(
-    request: Request, name: str, default: datetime | None
-) -> datetime | Response | None:
-    """A date(-time) query parameter: ISO-8601, or `yyyy-mm-dd` (midnight UTC)."""
+def _midnight(day: date) -> datetime:
+    return datetime.combine(day, time(), tzinfo=UTC)
+
+
+def _day_param(request: Request, name: str, default: date | None) -> date | Response | None:
+    """A day in yyyy-mm-dd form, the form the REST reference gives startDate and endDate. Its own
+    request example sends a date-time (`6/1/2017 12:00:00 AM`), but nothing says what the service
+    does with the time (honour it, or drop it to the day): the emulator refuses any time part,
+    so a client that depended on one fails here rather than in production. (The real service
+    plausibly accepts it; being stricter than it is the safe side of fidelity.)"""
     raw = request.param(name)
     if raw is None:
         return default
-    parsed = parse_timestamp(raw)
-    if parsed is None:
+    value = raw.strip()
+    day = None
+    if _DAY.fullmatch(value):
+        try:
+            day = date.fromisoformat(value)
+        except ValueError:
+            day = None
+    if day is None:
         return pc_error(
-            400, 400, f"Invalid request input: {name} must be a date like 2026-11-26T00:00:00Z."
+            400,
+            400,
+            f"Invalid request input: {name} must be a date in yyyy-mm-dd format, like "
+            f"2026-11-26 (not '{raw[:40]}').",
         )
-    return parsed
+    return day

@@ -103,7 +103,7 @@ class Sandbox:
         port: int = 0,
         latency_ms: int = 0,
         enforce_limits: bool = False,
-        schema: Schema = DEFAULT_SCHEMA,
+        schema: Schema | None = None,
         limits: Limits = DEFAULT_LIMITS,
         token_lifetime_seconds: int = 3600,
         clock: Callable[[], float] = time.time,
@@ -112,7 +112,8 @@ class Sandbox:
         tls_dir: str | None = None,
     ) -> Sandbox:
         """Seed (or reuse) the state, start the HTTPS server on 127.0.0.1:`port` (0 = any free
-        port) and return the running sandbox. `clock` drives token expiry and the limits."""
+        port) and return the running sandbox. `clock` drives token expiry and the limits.
+        `schema` (the org's names) defaults to the scenario's, or the state file's."""
         make_dataverse = dataverse_factory or _default_dataverse
         cleanup: list[str] = []
         work_dir = tempfile.mkdtemp(prefix="work365-sandbox-")
@@ -132,9 +133,11 @@ class Sandbox:
                 rules = parse_rules(scenario.faults, "scenario")
                 raw_faults = [dict(r) for r in scenario.faults]
                 alternate_key = scenario.alternate_key
+                schema = schema or scenario.schema or DEFAULT_SCHEMA
             else:
                 raw_faults, alternate_key = _read_meta(db_path)
                 rules = parse_rules(raw_faults, f"state {db_path}")
+                schema = schema or _read_schema(db_path)
 
             certificate = make_certificate(tls_dir or os.path.join(work_dir, "tls"))
             faults = FaultSet(rules)
@@ -165,7 +168,7 @@ class Sandbox:
                 if seed:
                     dataverse.seed(scenario)
                     partner_center.seed(scenario)
-                    _write_meta(db_path, raw_faults, alternate_key)
+                    _write_meta(db_path, raw_faults, alternate_key, schema)
             except BaseException:
                 server.stop()
                 raise
@@ -268,7 +271,9 @@ class Sandbox:
         return f"Sandbox(url={self.url!r}, stopped={self._stopped})"
 
 
-def _write_meta(db_path: str, faults: list[dict[str, Any]], alternate_key: bool) -> None:
+def _write_meta(
+    db_path: str, faults: list[dict[str, Any]], alternate_key: bool, schema: Schema
+) -> None:
     with sqlite3.connect(db_path, timeout=30) as db:
         db.execute("CREATE TABLE IF NOT EXISTS sandbox_meta (key TEXT PRIMARY KEY, value TEXT)")
         db.executemany(
@@ -277,6 +282,7 @@ def _write_meta(db_path: str, faults: list[dict[str, Any]], alternate_key: bool)
                 ("format", json.dumps(STATE_FORMAT)),
                 ("faults", json.dumps(faults)),
                 ("alternateKey", json.dumps(alternate_key)),
+                ("schema", json.dumps(schema.to_json())),
             ],
         )
     db.close()
@@ -301,6 +307,16 @@ def _read_meta(db_path: str) -> tuple[list[dict[str, Any]], bool]:
     return faults, alternate_key
 
 
+def _read_schema(db_path: str) -> Schema:
+    """The names the state file was seeded with (the default map for older files)."""
+    db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=30)
+    try:
+        row = db.execute("SELECT value FROM sandbox_meta WHERE key = 'schema'").fetchone()
+    finally:
+        db.close()
+    return DEFAULT_SCHEMA if row is None else Schema.from_json(json.loads(row[0]))
+
+
 def serve(  # noqa: PLR0913 - Sandbox.start's options, as the CLI passes them
     scenario: Scenario,
     port: int,
@@ -309,7 +325,7 @@ def serve(  # noqa: PLR0913 - Sandbox.start's options, as the CLI passes them
     *,
     latency_ms: int = 0,
     enforce_limits: bool = False,
-    schema: Schema = DEFAULT_SCHEMA,
+    schema: Schema | None = None,
     stop_event: threading.Event | None = None,
     client_secret: str = SERVE_CLIENT_SECRET,
     tls_dir: str = SERVE_TLS_DIR,

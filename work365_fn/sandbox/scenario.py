@@ -9,6 +9,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from work365_fn.adapters.schema import Schema
+from work365_fn.errors import SchemaError
 from work365_fn.rules.model import is_guid
 from work365_fn.rules.timestamps import parse_timestamp
 
@@ -101,6 +103,8 @@ class Scenario:
     audit_records: tuple[dict[str, Any], ...] = ()
     faults: tuple[dict[str, Any], ...] = ()  # validated by the fault module
     alternate_key: bool = False  # the org has an alternate key on the provider subscription id
+    # The org's names, as a WORK365_SCHEMA_FILE (partial) gives them; None: the default map.
+    schema: Schema | None = None
 
     @classmethod
     def load(cls, path: str | Path) -> Scenario:
@@ -118,7 +122,7 @@ class Scenario:
 
     @classmethod
     def builtin(cls, name: str) -> Scenario:
-        """A scenario shipped in sandbox/scenarios/<name>.json ("demo", "setting-off")."""
+        """A scenario shipped in sandbox/scenarios/<name>.json (demo, setting-off, renamed)."""
         ref = resources.files("work365_fn.sandbox").joinpath("scenarios", f"{name}.json")
         try:
             text = ref.read_text(encoding="utf-8")
@@ -203,6 +207,7 @@ def parse_scenario(  # noqa: PLR0912, PLR0915 - one check per scenario field, ea
             "partnerCenter",
             "faults",
             "alternateKey",
+            "schema",
             "description",
         },
         "$",
@@ -370,4 +375,15 @@ def parse_scenario(  # noqa: PLR0912, PLR0915 - one check per scenario field, ea
         audit_records=tuple(audit_records),
         faults=faults,
         alternate_key=alternate_key,
+        schema=_parse_schema(f, top.get("schema")),
     )
+
+
+def _parse_schema(f: _Fields, raw: object) -> Schema | None:
+    """The scenario's `schema`: the org's names in the WORK365_SCHEMA_FILE format."""
+    if raw is None:
+        return None
+    try:
+        return Schema.from_json(raw)
+    except SchemaError as exc:
+        raise f.fail("schema", str(exc).removeprefix("schema file: ")) from None

@@ -1,5 +1,5 @@
 """The Partner Center emulator's activity log: records derived from the scenario, the documented
-windows (90 days back, 30 days per request) and seek paging like the customers."""
+windows (whole days, 90 days back, 30 days per request) and seek paging like the customers."""
 
 from __future__ import annotations
 
@@ -66,10 +66,11 @@ def get(
     return response.status, json.loads(response.body)
 
 
-def window(days: float, end_days: float = 0, **extra: str) -> dict[str, str]:
+def window(days: int, end_days: int = 0, **extra: str) -> dict[str, str]:
+    """Whole days, yyyy-mm-dd, as the activity log's REST reference types them."""
     return {
-        "startDate": format_timestamp(NOW - timedelta(days=days)),
-        "endDate": format_timestamp(NOW - timedelta(days=end_days)),
+        "startDate": (NOW - timedelta(days=days)).date().isoformat(),
+        "endDate": (NOW - timedelta(days=end_days)).date().isoformat(),
         **extra,
     }
 
@@ -94,7 +95,7 @@ def test_the_window_selects_by_operation_date(
     emulator: tuple[PartnerCenterEmulator, str],
 ) -> None:
     pc, token = emulator
-    _, body = get(pc, token, window(2.5, 1.5))
+    _, body = get(pc, token, window(2, 2))  # one day: its records, the end day included
     assert [i["operationDate"] for i in body["items"]] == [
         format_timestamp(NOW - timedelta(days=2))
     ]
@@ -151,7 +152,7 @@ def test_new_orders_and_scenario_records_are_served(
         )
     )
     pc.add_subscription(C2, {"id": "5ab00000-0000-4000-8000-000000000010"})
-    _, body = get(pc, token, window(0.5))
+    _, body = get(pc, token, window(0))
     assert [(i["customerId"], i["operationType"]) for i in body["items"]] == [
         (C2, "update_subscription"),
         (C2, "create_order"),

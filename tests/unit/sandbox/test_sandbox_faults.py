@@ -204,7 +204,11 @@ def test_partner_center_limit_is_pc_shaped() -> None:
     assert isinstance(limiter.acquire("partnerCenter"), Slot)
     refused = limiter.acquire("partnerCenter")
     assert isinstance(refused, Response) and refused.status == 429
-    assert set(body(refused)) == {"code", "description", "data", "source"}
+    # the documented throttling shape, not the {code, description} of other errors
+    assert body(refused) == {
+        "statusCode": 429,
+        "message": "Rate limit is exceeded. Try again in 60 seconds.",
+    }
     assert refused.headers["Retry-After"] == "60"
 
 

@@ -202,7 +202,25 @@ def test_setting_off_scenario_shows_setting_off() -> None:
     assert described_table("setting-off") == expected
 
 
-@pytest.mark.parametrize("name", ["demo", "setting-off"])
+def test_renamed_scenario_serves_other_names_and_its_description_matches_the_rules() -> None:
+    scenario = Scenario.builtin("renamed")
+    assert scenario.schema is not None
+    assert scenario.schema.billing_contract.account == "work365_customer"
+    assert scenario.schema.billing_contract.is_default != "work365_isdefault"
+    assert described_table("renamed") == expected_reasons(scenario)
+
+
+def test_a_scenario_schema_is_a_partial_schema_file_and_a_bad_one_is_named() -> None:
+    raw = a_scenario(schema={"billingContract": {"account": "work365_customer"}})
+    schema = parse_scenario(raw).schema
+    assert schema is not None and schema.billing_contract.account == "work365_customer"
+    assert parse_scenario(a_scenario()).schema is None
+    assert "'schema' unknown key 'billingContract.acount'" in error_of(
+        a_scenario(schema={"billingContract": {"acount": "x"}})
+    )
+
+
+@pytest.mark.parametrize("name", ["demo", "setting-off", "renamed"])
 def test_a_builtin_has_the_customers_and_subscriptions_its_description_says(name: str) -> None:
     scenario = Scenario.builtin(name)
     served = [s for c in scenario.customers for s in c.subscriptions]

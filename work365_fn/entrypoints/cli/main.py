@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from work365_fn.adapters.dataverse_metadata import SchemaCheck
+from work365_fn.adapters.schema_discovery import Status
 from work365_fn.adapters.storage import LeaseTakenError
 from work365_fn.composition import Services
 from work365_fn.entrypoints.cli import operations as ops_cli
-from work365_fn.errors import ConfigError
+from work365_fn.errors import ApiError, ConfigError
 from work365_fn.logs import install as install_logging
 from work365_fn.logs import log_summary
 from work365_fn.operations.backfill import JournalNotFoundError
@@ -60,7 +61,8 @@ def _sandbox_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--scenario",
-        help="sandbox seed data: a scenario JSON file, or a built-in name (demo, setting-off)",
+        help="sandbox seed data: a scenario JSON file, or a built-in name (demo, setting-off, "
+        "renamed)",
     )
     p.add_argument(
         "--state",
@@ -88,6 +90,12 @@ def _add_sync(sub: Any) -> None:
 def _add_check_schema(sub: Any) -> None:
     p_check = sub.add_parser("check-schema", help="verify the schema map against the metadata")
     p_check.add_argument("--json", action="store_true", help="print the checks as JSON")
+    p_check.add_argument(
+        "--propose",
+        action="store_true",
+        help="find each name in the org's metadata and print a complete WORK365_SCHEMA_FILE "
+        "(what had to be chosen, or was not found, on stderr)",
+    )
     _sandbox_options(p_check)
 
 
@@ -256,6 +264,8 @@ def _print_summary(summary: RunSummary, out: TextIO) -> None:
 
 
 def _check_schema(services: Services, args: argparse.Namespace, out: TextIO) -> int:
+    if args.propose:
+        return _propose_schema(services, args, out)
     checks: list[SchemaCheck] = services.check_schema()
     ok = all(c.ok for c in checks)
     if args.json:
@@ -265,6 +275,34 @@ def _check_schema(services: Services, args: argparse.Namespace, out: TextIO) -> 
             print(f"{'ok ' if c.ok else 'BAD'}  {c.name}: {c.detail}", file=out)
         print("schema ok" if ok else "schema has problems: fix the map or the org", file=out)
     return EXIT_OK if ok else EXIT_FAILURES
+
+
+def _propose_schema(services: Services, args: argparse.Namespace, out: TextIO) -> int:
+    """stdout: the proposed schema file (with --json: it, and every finding); stderr: each name
+    that differs from the map, had to be chosen or was not found."""
+    try:
+        proposal = services.propose_schema()
+    except ApiError as exc:
+        print(f"cannot read the organisation's metadata: {exc}", file=sys.stderr)
+        return EXIT_FAILURES
+    document = proposal.to_json() if args.json else proposal.schema.to_json()
+    out.write(json.dumps(document, indent=2) + "\n")
+    for f in proposal.findings:
+        if f.status is Status.KEPT:
+            continue
+        shown = f.status.value if f.status is Status.FOUND else f.status.value.upper()
+        line = f"{shown:8} {f.key}: {f.value}"
+        if f.value != f.configured:
+            line += f" (the map says {f.configured})"
+        line += f": {f.why}"
+        if len(f.candidates) > 1:
+            line += f" [candidates: {', '.join(f.candidates)}]"
+        print(line, file=sys.stderr)
+    key = ", ".join(proposal.alternate_key or ()) or "none"
+    print(f"alternate key on the provider subscription id: {key}", file=sys.stderr)
+    verdict = "every name found" if proposal.ok else "check the names marked CHOSEN or MISSING"
+    print(f"schema proposal: {verdict}", file=sys.stderr)
+    return EXIT_OK if proposal.ok else EXIT_FAILURES
 
 
 def _bench(args: argparse.Namespace, out: TextIO) -> int:
