@@ -308,6 +308,77 @@ def test_emulator_answers_in_with_parameter_aliases(dataverse: Service) -> None:
     assert sorted(r[SUBS.name] for r in _json(response)["value"]) == ["E3", "O'Brien plan"]
 
 
+def test_emulator_answers_in_with_single_quoted_aliased_values(dataverse: Service) -> None:
+    """The In page's syntax example writes the collection single-quoted:
+    `&@p1='name'&@p2=['value','value']` (a quote inside doubled, as in any OData string)."""
+    response = dataverse.get(
+        f"{SUBS.entity_set}?$select={SUBS.name}&$filter={doc.IN_WITH_ALIASES}"
+        f"&@p1='{SUBS.name}'&@p2=['E5','O''Brien plan']"
+    )
+
+    assert response.status_code == 200, response.text
+    assert sorted(r[SUBS.name] for r in _json(response)["value"]) == ["E5", "O'Brien plan"]
+
+
+def test_emulator_in_with_an_alias_given_no_value_is_refused(dataverse: Service) -> None:
+    """An alias with no value is null, and In's parameters are not nullable."""
+    response = dataverse.get(
+        f"{SUBS.entity_set}?$select={SUBS.name}&$filter={doc.IN_WITH_ALIASES}&@p1='{SUBS.name}'"
+    )
+
+    error = _error(response, 400)
+    assert error["code"] == "0x80060888"
+    assert "'PropertyValues' of Microsoft.Dynamics.CRM.In cannot be null" in error["message"]
+    assert "'@p2' has no value" in error["message"]
+
+
+def test_emulator_answers_the_query_pages_aliased_orderby_and_filter(dataverse: Service) -> None:
+    """`$orderby=@p1 asc,@p2 desc&$filter=@p1 ne @p3&@p1=revenue&@p2=name`, with a lookup for
+    `revenue`: `@p3` is never given, so the filter reads `_x_value ne null`."""
+    account = f"_{SUBS.account}_value"
+    query = doc.ALIASED_QUERY.format(p1=account, p2=SUBS.name)
+    response = dataverse.get(f"{SUBS.entity_set}?$select={SUBS.name},{account}&{query}")
+
+    assert response.status_code == 200, response.text
+    assert [r[SUBS.name] for r in _json(response)["value"]] == [
+        "E5",
+        "E3",
+        "O'Brien plan",
+        "Azure plan",
+    ]
+
+
+@pytest.mark.parametrize(
+    "flt",
+    [
+        f"not {doc.IN_WITH_ALIASES}",
+        f"not ({doc.IN_WITH_ALIASES})",
+        f"{SUBS.name} ne null and not ({SUBS.name} eq 'x' or {doc.IN_WITH_ALIASES})",
+        "not Microsoft.Dynamics.CRM.NotIn(PropertyName=@p1,PropertyValues=@p2)",
+    ],
+    ids=["not", "not-parenthesised", "not-over-a-group", "not-notin"],
+)
+def test_emulator_refuses_not_before_a_query_function(dataverse: Service, flt: str) -> None:
+    response = dataverse.get(
+        f"{SUBS.entity_set}?$select={SUBS.name}&$filter={flt}"
+        f"&@p1='{SUBS.name}'&@p2=" + json.dumps(["E3"])
+    )
+
+    error = _error(response, 400)
+    assert error == {"code": "0x80060888", "message": doc.NOT_QUERY_FUNCTION_MESSAGE}
+
+
+def test_emulator_still_negates_contains_and_comparisons(dataverse: Service) -> None:
+    """Only query functions are refused under `not`: the filter-rows page negates `contains`."""
+    response = dataverse.get(
+        f"{SUBS.entity_set}?$select={SUBS.name}"
+        f"&$filter=not contains({SUBS.name},'plan') and not ({SUBS.name} eq 'E5')"
+    )
+
+    assert response.status_code == 200, response.text
+    assert sorted(r[SUBS.name] for r in _json(response)["value"]) == ["E3", "Visio"]
+
+
 # ==== PATCH with If-Match ========================================================================
 
 
@@ -639,6 +710,31 @@ def test_emulator_sets_and_clears_a_lookup_with_odata_bind(dataverse: Service, t
     assert (bound.status_code, cleared.status_code) == (204, 204), (bound.text, cleared.text)
     assert bound.headers["OData-Version"] == "4.0"
     assert after_bind == CON[1]
+    assert dataverse.get(read).json()[f"_{SUBS.billing_contract}_value"] is None
+
+
+def test_emulator_clears_a_lookup_by_the_navigation_property_name(dataverse: Service) -> None:
+    """`{"<nav>": null}`, without `@odata.bind`: the page's other way to disassociate."""
+    nav = _navigation(dataverse, SUBS.table, SUBS.billing_contract)
+    path = f"{SUBS.entity_set}({REC[2]})"
+    read = f"{path}?$select=_{SUBS.billing_contract}_value"
+    bound = dataverse(
+        "PATCH",
+        path,
+        json={f"{nav}@odata.bind": f"/{SCHEMA.billing_contract.entity_set}({CON[1]})"},
+    )
+    assert bound.status_code == 204, bound.text
+    assert dataverse.get(read).json()[f"_{SUBS.billing_contract}_value"] == CON[1]
+
+    cleared = dataverse(
+        "PATCH",
+        path,
+        headers=doc.BIND_CLEARED_BY_NAME.request_headers,
+        json={nav: doc.BIND_CLEARED_BY_NAME.request_body["parentcustomerid_account"]},
+    )
+
+    assert cleared.status_code == doc.BIND_CLEARED_BY_NAME.status, cleared.text
+    assert cleared.headers["OData-Version"] == "4.0"
     assert dataverse.get(read).json()[f"_{SUBS.billing_contract}_value"] is None
 
 

@@ -17,7 +17,10 @@ service's Dataverse client is tested against, so they follow the real API, traps
 - `$filter` reads a lookup as `_x_value`; query functions (`In`, `NotIn`) take logical names,
   lookups included, and refuse `_x_value` (400 0x80041103) as a real org does.
 - `POST /{set}` (client-supplied ids kept), lookups bound with case-sensitive
-  `<NavigationProperty>@odata.bind`; `PUT|DELETE /{set}({id})/{nav}/$ref` to (dis)associate.
+  `<NavigationProperty>@odata.bind` and cleared with it or `{"<NavigationProperty>": null}`;
+  `PUT|DELETE /{set}({id})/{nav}/$ref` to (dis)associate.
+- Parameter aliases (`@p1`) in `$filter` and `$orderby`; `not` before a query function is
+  refused as Dataverse refuses it.
 - `POST /$batch`: change sets are atomic, `Prefer: odata.continue-on-error`, `Content-ID` refs.
 - Metadata: `EntityDefinitions` (collection with `$filter`, or `(LogicalName='x')`) and its
   `Attributes` (with type casts), `ManyToOneRelationships`, `OneToManyRelationships`, `Keys`.
@@ -702,17 +705,23 @@ class DataverseEmulator:
     def _query(self, request: Request, table: Table) -> Response:
         options = query_options(request, COLLECTION_OPTIONS)
         select = self._select(table, options)
+        given = aliases(request)
         node: Node | None = None
         if "$filter" in options:
-            node = parse_filter(options["$filter"], table.resolve, _attribute_resolver(table))
-        order = parse_orderby(options["$orderby"], table.resolve) if "$orderby" in options else []
+            node = parse_filter(
+                options["$filter"], table.resolve, _attribute_resolver(table), given
+            )
+        order: list[tuple[Property, bool]] = []
+        if "$orderby" in options:
+            order = parse_orderby(options["$orderby"], table.resolve, given)
         order = [*order, (Property(table.id, table.id, EdmType.GUID), False)]
         top = self._top(options.get("$top"))
         count = options.get("$count", "false")
         if count not in ("true", "false"):
             raise bad_request(f"'{count}' is not a valid value for $count: use true or false.")
 
-        key = (table.sql, options.get("$filter"), tuple((p.key, d) for p, d in order))
+        # Keyed by the parsed filter, not its text: one text reads differently with other aliases.
+        key = (table.sql, node, tuple((p.key, d) for p, d in order))
         rows = self._query_cache.get(key)
         if rows is None:
             if table.sql not in self._rows_cache:
@@ -754,7 +763,9 @@ class DataverseEmulator:
         options = query_options(request, {"$filter"})
         node: Node | None = None
         if "$filter" in options:
-            node = parse_filter(options["$filter"], table.resolve, _attribute_resolver(table))
+            node = parse_filter(
+                options["$filter"], table.resolve, _attribute_resolver(table), aliases(request)
+            )
         total = sum(1 for r in self._all(table) if matches(node, r))
         headers = {"Content-Type": "text/plain", "OData-Version": "4.0"}
         return Response(200, str(min(total, MAX_PAGE_SIZE)).encode("ascii"), headers)
@@ -874,6 +885,11 @@ class DataverseEmulator:
                     continue
                 out[column.name] = self._bind(column, key, value)
                 continue
+            nav_column = table.by_nav.get(key)
+            if nav_column is not None:
+                self._check_bare_nav(nav_column, value, creating=creating)
+                out[nav_column.name] = None
+                continue
             column = table.by_prop.get(key)
             if column is not None and column.kind is Kind.LOOKUP:
                 raise bad_request(
@@ -891,6 +907,24 @@ class DataverseEmulator:
                 out[column.name] = typed
             # else: read-only columns (createdon, modifiedon, versionnumber) are ignored
         return out
+
+    def _check_bare_nav(self, column: Column, value: object, *, creating: bool) -> None:
+        """`{"<nav>": null}` in a PATCH: "When disassociating in this manner, you don't need
+        to include the @odata.bind annotation. You can simply use the name of the
+        single-valued navigation property" (answer 204), in
+        https://learn.microsoft.com/power-apps/developer/data-platform/webapi/associate-disassociate-entities-using-web-api#disassociate-with-a-single-valued-navigation-property
+        Only null on update is documented; an object there is a deep insert."""
+        if value is None and not creating:
+            return
+        if value is None:
+            raise bad_request(
+                f"To leave '{column.nav}' empty on create, leave it out; "
+                f"{column.nav}: null only disassociates on update (PATCH)."
+            )
+        raise unsupported(
+            f"a value for the navigation property '{column.nav}' (deep insert): bind an "
+            f"existing record with '{column.nav}@odata.bind'"
+        )
 
     def _bind(self, column: Column, key: str, value: object) -> str:
         if not isinstance(value, str):
@@ -1313,7 +1347,9 @@ class DataverseEmulator:
         select = None
         if "$select" in options:
             select = [p.name for p in parse_select(options["$select"], resolve)]
-        node = parse_filter(options["$filter"], resolve) if "$filter" in options else None
+        node = None
+        if "$filter" in options:
+            node = parse_filter(options["$filter"], resolve, aliases=aliases(request))
         return select, node
 
     @cached_property

@@ -2,9 +2,10 @@
 
 A tokenizer and a recursive-descent parser for the `$filter` subset Dataverse accepts (comparisons,
 `and`/`or`/`not`, parentheses, `contains`/`startswith`/`endswith`, `Microsoft.Dynamics.CRM.In` and
-`NotIn`), plus `$select` and `$orderby`. Evaluation follows SQL: comparing a null column with a
-value is *unknown*, `not unknown` stays unknown, and a row matches only when the filter is true.
-Strings compare case-insensitively (Dataverse's default collation), GUIDs in any case.
+`NotIn`, parameter aliases), plus `$select` and `$orderby`. Evaluation follows SQL: comparing a
+null column with a value is *unknown*, `not unknown` stays unknown, and a row matches only when
+the filter is true. Strings compare case-insensitively (Dataverse's default collation), GUIDs in
+any case.
 
 Anything outside the subset raises `ODataError` (400). Errors Dataverse itself would raise carry
 its wording; things real Dataverse supports but the sandbox does not say "sandbox" in the message.
@@ -23,6 +24,13 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 QUERY_ERROR = "0x80060888"  # Dataverse's code for OData URI / payload errors
+# "Limitations of query functions": `not` before a query function fails with this message
+# (https://learn.microsoft.com/power-apps/developer/data-platform/webapi/use-web-api-functions#limitations-of-query-functions).
+# The page gives neither status nor code: 400 with QUERY_ERROR is this emulator's choice, the
+# code every OData URI error here carries.
+NOT_WITH_QUERY_FUNCTION = (
+    "Not operator along with the Custom Named Condition operators is not allowed"
+)
 
 
 class ODataError(Exception):
@@ -102,6 +110,7 @@ class Token:
     text: str
     value: Any
     pos: int
+    alias: str | None = None  # the parameter alias (`@p1`) this token was read from
 
 
 _PUNCT = {
@@ -121,13 +130,18 @@ _DATETIME_START_RE = re.compile(r"\d{4}-\d{2}-\d{2}T")
 _DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}(?![\w:.-])")
 _NUMBER_RE = re.compile(r"-?\d+(?:\.\d+)?(?![\w.])")
 _WORD_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
+_ALIAS_RE = re.compile(r"@[A-Za-z_][A-Za-z0-9_]*")
 
 
 def syntax_error(text: str, pos: int) -> ODataError:
     return bad_request(f"Syntax error at position {pos} in '{text}'.")
 
 
-def tokenize(text: str) -> list[Token]:  # noqa: PLR0912 - one branch per OData token kind
+def tokenize(  # noqa: PLR0912 - one branch per OData token kind
+    text: str, aliases: Mapping[str, str] | None = None, *, _in_alias: str | None = None
+) -> list[Token]:
+    """The tokens of `text`; a parameter alias (`@p1`) is replaced by the tokens of its value
+    in `aliases` (the query string's `@name=value` pairs), or by `null` when it has none."""
     tokens: list[Token] = []
     i, n = 0, len(text)
     while True:
@@ -152,7 +166,13 @@ def tokenize(text: str) -> list[Token]:  # noqa: PLR0912 - one branch per OData 
             i = end
             continue
         if ch == "@":
-            raise unsupported(f"parameter aliases in $filter (found at position {i} in '{text}')")
+            if _in_alias is not None:
+                raise unsupported(f"the parameter alias '{_in_alias}' naming another alias")
+            if (m := _ALIAS_RE.match(text, i)) is None:
+                raise syntax_error(text, i)
+            tokens.extend(_alias_tokens(text, m.group(), i, aliases or {}))
+            i = m.end()
+            continue
         if ch == "/":
             raise unsupported(f"navigation paths in $filter (found at position {i} in '{text}')")
         if m := _GUID_RE.match(text, i):
@@ -175,6 +195,22 @@ def tokenize(text: str) -> list[Token]:  # noqa: PLR0912 - one branch per OData 
         else:
             raise syntax_error(text, i)
         i = m.end()
+
+
+def _alias_tokens(text: str, name: str, pos: int, aliases: Mapping[str, str]) -> list[Token]:
+    """The tokens a parameter alias stands for, each placed at the alias. Aliases hold any
+    expression: a literal, a JSON-style collection (`@p2=["a","b"]`), a property name.
+    "If the alias isn't assigned a value, it's assumed to be null."
+    https://learn.microsoft.com/power-apps/developer/data-platform/webapi/query/overview#use-parameter-aliases-with-query-options
+    The In page's own syntax is aliased:
+    https://learn.microsoft.com/power-apps/developer/data-platform/webapi/reference/in"""
+    raw = aliases.get(name)
+    if raw is None:
+        return [Token(Tok.WORD, "null", None, pos, name)]
+    inner = tokenize(raw, _in_alias=name)[:-1]  # without its EOF
+    if not inner:
+        raise bad_request(f"The parameter alias '{name}' at position {pos} in '{text}' is empty.")
+    return [Token(t.kind, t.text, t.value, pos, name) for t in inner]
 
 
 def _single_quoted(text: str, start: int) -> tuple[str, int]:
@@ -315,13 +351,18 @@ class _Literal:
 
 class _Parser:
     def __init__(
-        self, text: str, resolve: Resolver, resolve_attribute: Resolver | None = None
+        self,
+        text: str,
+        resolve: Resolver,
+        resolve_attribute: Resolver | None = None,
+        aliases: Mapping[str, str] | None = None,
     ) -> None:
         self.text = text
-        self.tokens = tokenize(text)
+        self.tokens = tokenize(text, aliases)
         self.i = 0
         self.resolve = resolve
         self.resolve_attribute = resolve_attribute or resolve
+        self.negations = 0  # how many `not` the expression being parsed is under
 
     # -- token helpers
     def peek(self, ahead: int = 0) -> Token:
@@ -368,7 +409,10 @@ class _Parser:
     def unary(self) -> Node:
         if self.at_word("not"):
             self.advance()
-            return Not(self.unary())
+            self.negations += 1
+            operand = self.unary()
+            self.negations -= 1
+            return Not(operand)
         return self.primary()
 
     def primary(self) -> Node:
@@ -442,6 +486,10 @@ class _Parser:
         name = name_tok.text
         if name in _TEXT_FUNCTIONS:
             return self.text_function(name)
+        if name.startswith(_CRM) and self.negations:
+            # Refused under any `not`, parenthesised or not: Dataverse turns `not` into the
+            # negated condition operator, and a query function has none to turn into.
+            raise bad_request(NOT_WITH_QUERY_FUNCTION)
         if name in (f"{_CRM}In", f"{_CRM}NotIn"):
             return self.in_function(negate=name.endswith("NotIn"))
         if name.startswith(_CRM):
@@ -488,6 +536,7 @@ class _Parser:
                     f"{'NotIn' if negate else 'In'} (expected PropertyName and PropertyValues)."
                 )
             self.expect(Tok.EQUALS)
+            self.refuse_null(key.text, negate=negate)
             if key.text == "PropertyName":
                 params[key.text] = self.expect(Tok.STRING).value
             else:
@@ -506,6 +555,17 @@ class _Parser:
             raise bad_request("PropertyValues of Microsoft.Dynamics.CRM.In must not be empty.")
         values = tuple(_convert_string(prop, v) for v in raw_values)
         return InList(prop, values, negate)
+
+    def refuse_null(self, parameter: str, *, negate: bool) -> None:
+        """In's parameters are not nullable (Nullable False on the In page); an alias with no
+        value reads as null, so a forgotten `@p2=` lands here."""
+        tok = self.peek()
+        if tok.kind is Tok.WORD and tok.text == "null":
+            given = f" (the parameter alias '{tok.alias}' has no value)" if tok.alias else ""
+            raise bad_request(
+                f"The parameter '{parameter}' of Microsoft.Dynamics.CRM."
+                f"{'NotIn' if negate else 'In'} cannot be null{given}."
+            )
 
     def string_list(self) -> list[str]:
         self.expect(Tok.LBRACKET)
@@ -589,11 +649,17 @@ def parse_value(edm: EdmType, raw: str) -> Any:
             return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)
 
 
-def parse_filter(text: str, resolve: Resolver, resolve_attribute: Resolver | None = None) -> Node:
+def parse_filter(
+    text: str,
+    resolve: Resolver,
+    resolve_attribute: Resolver | None = None,
+    aliases: Mapping[str, str] | None = None,
+) -> Node:
     """`resolve` names the properties of comparisons and `contains` & co. (lookups as
     `_x_value`); `resolve_attribute` the `PropertyName` of query functions (`In`, `NotIn`),
-    which take logical names, lookups included. Without it, both use `resolve`."""
-    return _Parser(text, resolve, resolve_attribute).parse()
+    which take logical names, lookups included. Without it, both use `resolve`. `aliases`:
+    the request's parameter aliases (`@p1` -> its value as written in the query string)."""
+    return _Parser(text, resolve, resolve_attribute, aliases).parse()
 
 
 # ---------------------------------------------------------------- $select, $orderby
@@ -615,11 +681,20 @@ def parse_select(text: str, resolve: Resolver) -> list[Property]:
     return props
 
 
-def parse_orderby(text: str, resolve: Resolver) -> list[tuple[Property, bool]]:
-    """[(property, descending)] in the given order."""
+def parse_orderby(
+    text: str, resolve: Resolver, aliases: Mapping[str, str] | None = None
+) -> list[tuple[Property, bool]]:
+    """[(property, descending)] in the given order; `@p1 asc` takes the property from the
+    alias, as in the page's own example (`$orderby=@p1 asc,@p2 desc&@p1=revenue&@p2=name`,
+    https://learn.microsoft.com/power-apps/developer/data-platform/webapi/query/overview#use-parameter-aliases-with-query-options)."""
     out: list[tuple[Property, bool]] = []
     for raw in text.split(","):
         parts = raw.split()
+        if parts and parts[0].startswith("@"):
+            value = (aliases or {}).get(parts[0], "").strip()
+            if not value:  # null: there is nothing to order by
+                raise bad_request(f"The parameter alias '{parts[0]}' in $orderby has no value.")
+            parts[0] = value
         if not parts or len(parts) > 2:
             raise bad_request(f"Syntax error in $orderby: '{text}'.")
         if len(parts) == 2 and parts[1] not in ("asc", "desc"):

@@ -492,6 +492,8 @@ def test_create_with_return_representation(client: Client) -> None:
             "'Microsoft.Dynamics.CRM.work365_subscription'",
         ),
         ({"work365_Account@odata.bind": None}, 400, "$ref"),
+        ({"work365_Account": None}, 400, "only disassociates on update"),
+        ({"work365_Account": {"name": "new"}}, 400, "(deep insert)"),
         (
             {"work365_Account@odata.bind": f"/accounts({gid('a', 9)})"},
             404,

@@ -171,6 +171,79 @@ def test_null_columns_follow_sql_three_valued_logic() -> None:
     assert hits("name eq 'x' or name eq null", *rows) == [0, 2]
 
 
+# ---------------------------------------------------------------- parameter aliases
+
+
+def test_aliases_stand_for_values_property_names_and_collections() -> None:
+    rows = [row(name="a", quantity=1), row(name="b", quantity=2), row(name=None, quantity=3)]
+
+    def aliased(text: str, **given: str) -> list[int]:
+        node = parse_filter(text, resolve, aliases={f"@{k}": v for k, v in given.items()})
+        return [i for i, r in enumerate(rows) if matches(node, r)]
+
+    assert aliased("name eq @p1", p1="'b'") == [1]
+    assert aliased("@p1 gt @p2", p1="quantity", p2="1") == [1, 2]
+    assert aliased("name ne @p9") == [0, 1]  # an alias with no value is null
+    in_aliased = "Microsoft.Dynamics.CRM.In(PropertyName=@p1,PropertyValues=@p2)"
+    assert aliased(in_aliased, p1="'name'", p2='["a","B"]') == [0, 1]
+    assert aliased(in_aliased, p1="'name'", p2="['a','c']") == [0]
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        ({"@p1": "'name'"}, "The parameter 'PropertyValues' of Microsoft.Dynamics.CRM.In cannot "
+         "be null (the parameter alias '@p2' has no value)"),
+        ({"@p2": "['a']"}, "'PropertyName' of Microsoft.Dynamics.CRM.In cannot be null"),
+        ({"@p1": "'name'", "@p2": ""}, "The parameter alias '@p2' at position"),
+        ({"@p1": "'name'", "@p2": "@p3"}, "sandbox"),
+    ],
+)  # fmt: skip
+def test_aliases_the_in_function_cannot_use_are_refused(
+    given: dict[str, str], message: str
+) -> None:
+    text = "Microsoft.Dynamics.CRM.In(PropertyName=@p1,PropertyValues=@p2)"
+    with pytest.raises(ODataError) as caught:
+        parse_filter(text, resolve, aliases=given)
+    assert caught.value.status == 400
+    assert message in caught.value.message
+
+
+def test_orderby_takes_the_property_from_an_alias() -> None:
+    order = parse_orderby("@p1 asc,@p2 desc", resolve, {"@p1": "quantity", "@p2": "name"})
+    assert [(p.name, d) for p, d in order] == [("quantity", False), ("name", True)]
+    with pytest.raises(ODataError, match="'@p3' in \\$orderby has no value"):
+        parse_orderby("@p3", resolve, {})
+
+
+# ---------------------------------------------------------------- not and query functions
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "not Microsoft.Dynamics.CRM.In(PropertyName='name',PropertyValues=['a'])",
+        "not (Microsoft.Dynamics.CRM.NotIn(PropertyName='name',PropertyValues=['a']))",
+        "quantity eq 1 or not (name eq 'a' and Microsoft.Dynamics.CRM.Today(PropertyName='x'))",
+    ],
+)
+def test_not_before_a_query_function_is_refused_as_dataverse_refuses_it(text: str) -> None:
+    error = refused(text)
+    assert error.code == "0x80060888"
+    assert error.message == (
+        "Not operator along with the Custom Named Condition operators is not allowed"
+    )
+
+
+def test_a_query_function_beside_a_not_is_accepted() -> None:
+    rows = [row(name="a", flag=True), row(name="b", flag=False)]
+    text = (
+        "not (flag eq false) and "
+        "Microsoft.Dynamics.CRM.In(PropertyName='name',PropertyValues=['a','b'])"
+    )
+    assert hits(text, *rows) == [0]
+
+
 # ---------------------------------------------------------------- refusals
 
 
@@ -180,7 +253,6 @@ def test_null_columns_follow_sql_three_valued_logic() -> None:
         "tolower(name) eq 'x'",
         "name has 'x'",
         "_acc_value/name eq 'x'",
-        "name eq @p1",
         "Microsoft.Dynamics.CRM.Today(PropertyName='createdon')",
         "name eq quantity",
         "'x' eq name",
