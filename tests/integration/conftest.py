@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -201,3 +202,11 @@ def start() -> Iterator[Any]:
     yield _start
     for box in boxes:
         box.stop()
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No WORK365_ setting of the machine leaks into a CLI run (the sandbox supplies its own)."""
+    for key in list(os.environ):
+        if key.startswith("WORK365_"):
+            monkeypatch.delenv(key)

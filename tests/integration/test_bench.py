@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
 from typing import Any
 
 import pytest
@@ -31,10 +30,8 @@ RUN_KEYS = {
 
 
 @pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for key in list(os.environ):
-        if key.startswith("WORK365_"):
-            monkeypatch.delenv(key)
+def _no_machine_settings(clean_env: None) -> None:
+    """Every test here runs the CLI without the machine's WORK365_ settings."""
 
 
 def bench(*argv: str) -> tuple[int, dict[str, Any]]:

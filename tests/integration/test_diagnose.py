@@ -358,15 +358,6 @@ def test_bad_ids_are_refused_before_anything_is_read(bad: dict[str, str]) -> Non
 # ---- the CLI -------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    import os
-
-    for key in list(os.environ):
-        if key.startswith("WORK365_"):
-            monkeypatch.delenv(key)
-
-
 def run(*argv: str) -> tuple[int, str]:
     out = io.StringIO()
     return main(list(argv), out=out), out.getvalue()

@@ -225,15 +225,6 @@ def test_dataverse_down_is_a_failed_report(start: Any) -> None:
 # ---- the CLI -------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    import os
-
-    for key in list(os.environ):
-        if key.startswith("WORK365_"):
-            monkeypatch.delenv(key)
-
-
 def run(*argv: str) -> tuple[int, str]:
     out = io.StringIO()
     return main(list(argv), out=out), out.getvalue()

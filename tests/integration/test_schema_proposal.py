@@ -25,12 +25,8 @@ RUN_SPECIFIC = {"runId", "startedAt", "finishedAt"}
 
 
 @pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    import os
-
-    for key in list(os.environ):
-        if key.startswith("WORK365_"):
-            monkeypatch.delenv(key)
+def _no_machine_settings(clean_env: None) -> None:
+    """Every test here runs the CLI without the machine's WORK365_ settings."""
 
 
 def run(*argv: str) -> tuple[int, str]:
