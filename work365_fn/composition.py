@@ -10,6 +10,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import requests
@@ -41,6 +42,7 @@ from work365_fn.adapters.transport import (
 )
 from work365_fn.errors import MissingSettingError
 from work365_fn.logs import install as install_logging
+from work365_fn.logs import remember_secret
 from work365_fn.operations.backfill import BackfillDeps, backfill_job
 from work365_fn.operations.diagnose import DiagnoseDeps, RecordTables
 from work365_fn.operations.fanout import (
@@ -55,6 +57,7 @@ from work365_fn.operations.report import run_report
 from work365_fn.operations.sync import SyncDeps, SyncRequest, run_sync
 from work365_fn.rules.summary import RunSummary
 from work365_fn.settings import Settings
+from work365_fn.signing import LinkSigner
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +70,7 @@ class Services:
     partner_center_transport: Transport
     sleep: Callable[[float], None] | None = None
     monotonic: Callable[[], float] = time.monotonic  # run deadlines and rate limits
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC)  # run times, a cutoff in the future
 
     def __post_init__(self) -> None:
         self._bindings: SubscriptionBindings | None = None
@@ -144,6 +148,7 @@ class Services:
             create_missing=self.settings.create_missing,
             concurrency=self.settings.concurrency,
             monotonic=self.monotonic,
+            clock=self.clock,
         )
 
     def reader_deps(self, monotonic: Callable[[], float] | None = None) -> ReaderDeps:
@@ -155,6 +160,7 @@ class Services:
             self.settings.concurrency,
             monotonic or self.monotonic,
             self.settings.create_missing,
+            self.clock,
         )
 
     def bindings(self) -> SubscriptionBindings:
@@ -171,6 +177,7 @@ class Services:
             create_missing=self.settings.create_missing,
             associate_since=self.settings.associate_since,
             concurrency=self.settings.concurrency,
+            clock=self.clock,
             monotonic=self.monotonic,
             batch_size=self.settings.batch_size,
             sleep=self.sleep or time.sleep,
@@ -184,6 +191,25 @@ class Services:
         run_id = run_id or str(uuid.uuid4())
         with self.full_sync_lease(run_id):  # raises LeaseTakenError when another run holds it
             return run_sync(deps, request, run_id)
+
+    def link_signer(self) -> LinkSigner:
+        """The service's one signer of links (status URLs): WORK365_RUN_SIGNING_KEY, the
+        previous key during a rotation, links good for WORK365_RUN_LINK_HOURS."""
+        s = self.settings
+        if not s.run_signing_key:
+            raise MissingSettingError(
+                "WORK365_RUN_SIGNING_KEY",
+                "a random secret of at least 32 characters (a Key Vault reference) that signs "
+                "the status URLs of asynchronous runs",
+            )
+        remember_secret(s.run_signing_key)  # never on a log line
+        remember_secret(s.run_signing_key_previous)
+        return LinkSigner(
+            s.run_signing_key,
+            s.run_signing_key_previous,
+            lifetime=timedelta(hours=s.run_link_hours),
+            clock=self.clock,
+        )
 
     def app_storage(self) -> AppStorage | None:
         """The app's storage account (WORK365_STORAGE or AzureWebJobsStorage), None without one."""

@@ -20,6 +20,10 @@ PARTNER_CENTER_SCOPE = "https://api.partnercenter.microsoft.com/.default"
 DEFAULT_SCHEDULE = "0 0 * * * *"  # NCRONTAB, hourly on the hour
 MIN_SIGNING_KEY_CHARS = 32
 _STORAGE_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
+# Numeric settings: ASCII digits (\d and int() take every script's), at most 18 of them (int()
+# refuses over 4300 digits with its own ValueError; every range here fits in 7).
+_INTEGER = re.compile(r"[0-9]{1,18}")
+_DECIMAL = re.compile(r"[0-9]{1,18}(?:\.[0-9]{1,18})?")
 
 
 @dataclass(frozen=True)
@@ -68,6 +72,9 @@ class Settings:
     storage_connection: str | None = field(default=None, repr=False)
     storage_setting: str = "WORK365_STORAGE"  # which key it came from, for error messages
     run_signing_key: str | None = field(default=None, repr=False)
+    # The key before the last rotation: links it signed stay good until they expire (signing.py).
+    run_signing_key_previous: str | None = field(default=None, repr=False)
+    run_link_hours: int = 24  # how long a signed link (a run's status URL) is good for
     jobs_queue: str = "work365-jobs"
     runs_container: str = "work365-runs"
     state_dir: str = ".work365"
@@ -203,10 +210,12 @@ def _files(r: _Reader) -> dict[str, Any]:
 
 
 def _app_state(r: _Reader) -> dict[str, Any]:
-    """Where the app keeps its own state: run links' signing key, job queue, runs container,
-    local folder."""
+    """Where the app keeps its own state: run links' signing keys and lifetime, job queue,
+    runs container, local folder."""
     return {
         "run_signing_key": r.signing_key("WORK365_RUN_SIGNING_KEY"),
+        "run_signing_key_previous": r.signing_key("WORK365_RUN_SIGNING_KEY_PREVIOUS"),
+        "run_link_hours": r.integer("WORK365_RUN_LINK_HOURS", 24, 1, 720),
         # the host moves failed messages to "<queue>-poison": 63 characters at most
         "jobs_queue": r.storage_name("WORK365_JOBS_QUEUE", "work365-jobs", 56),
         "runs_container": r.storage_name("WORK365_RUNS_CONTAINER", "work365-runs"),
@@ -331,16 +340,22 @@ class _Reader:
     def number(
         self, key: str, default: float, low: float, high: float, *, integer: bool = False
     ) -> float:
-        value = self.optional(key)
-        if value is None:
+        """ASCII digits only (and one '.' for a number): not `1_000`, `+5`, ` 5`, `1e3` or
+        other scripts' digits, which int() and float() would take."""
+        value = self._env.get(key, "")
+        if not value.strip():
             return default
-        kind = "an integer" if integer else "a number"
-        try:
-            number = int(value) if integer else float(value)
-        except ValueError:
-            raise InvalidSettingError(key, f"{kind} from {low:g} to {high:g}") from None
+        form = _INTEGER if integer else _DECIMAL
+        expected = (
+            f"an integer from {low:g} to {high:g} (the digits 0-9 only)"
+            if integer
+            else f"a number from {low:g} to {high:g} (like 60 or 0.5)"
+        )
+        if not form.fullmatch(value):
+            raise InvalidSettingError(key, expected)
+        number = int(value) if integer else float(value)
         if not low <= number <= high:
-            raise InvalidSettingError(key, f"{kind} from {low:g} to {high:g}")
+            raise InvalidSettingError(key, expected)
         return number
 
     def integer(self, key: str, default: int, low: int, high: int) -> int:

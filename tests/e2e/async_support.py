@@ -8,6 +8,7 @@ import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -18,7 +19,9 @@ from azure.storage.queue import QueueClient
 import function_app
 from tests.azurite import StorageNames
 from work365_fn.adapters.storage import AppStorage
+from work365_fn.entrypoints.functions.runs import run_resource
 from work365_fn.sandbox import Sandbox, Scenario
+from work365_fn.signing import LinkSigner
 
 SIGNING_KEY = "test-signing-key-0123456789-abcdefghijklmnop"
 CUSTOMER = "c0000001-0000-4000-8000-000000000001"  # demo: Contoso
@@ -121,6 +124,23 @@ def status_request(run_id: str, sig: str | None) -> func.HttpRequest:
         route_params={"runId": run_id},
         body=b"",
     )
+
+
+def signer(key: str = SIGNING_KEY) -> LinkSigner:
+    """The app's link signer as the tests' settings make it (24 hours, the real clock)."""
+    return LinkSigner(key, lifetime=timedelta(hours=24), clock=lambda: datetime.now(UTC))
+
+
+def signed(run_id: str, key: str = SIGNING_KEY) -> str:
+    """A `sig` for the run's status URL, as the app would sign it now."""
+    return signer(key).sign(run_resource(run_id))
+
+
+def link_ok(run_id: str, location: str) -> bool:
+    """Whether `location` is a good status URL of the run (its path and its `sig`)."""
+    parts = urlsplit(location)
+    sig = parse_qs(parts.query).get("sig", [None])[0]
+    return parts.path == f"/api/runs/{run_id}" and signer().check(run_resource(run_id), sig).valid
 
 
 def body(resp: func.HttpResponse) -> dict[str, Any]:

@@ -17,10 +17,9 @@ from azure.core.exceptions import ResourceNotFoundError
 
 import function_app
 from tests.azurite import StorageNames
-from tests.e2e.async_support import SIGNING_KEY, App, clean_environment
+from tests.e2e.async_support import SIGNING_KEY, App, clean_environment, signed
 from tests.integration.conftest import OLD, ScenarioBuilder, gid
 from work365_fn.adapters.storage import BlobRunStore
-from work365_fn.entrypoints.functions.runs import sign
 from work365_fn.sandbox import Sandbox, Scenario
 
 THRESHOLD = 3
@@ -135,7 +134,7 @@ def status_of(run_id: str) -> func.HttpResponse:
         func.HttpRequest(
             method="GET",
             url=f"http://localhost:7071/api/runs/{run_id}",
-            params={"sig": sign(run_id, SIGNING_KEY)},
+            params={"sig": signed(run_id, SIGNING_KEY)},
             route_params={"runId": run_id},
             body=b"",
         )

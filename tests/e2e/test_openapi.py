@@ -21,9 +21,8 @@ from azure.functions.decorators.http import HttpTrigger
 from openapi_spec_validator import OpenAPIV2SpecValidator, validate
 
 import function_app
-from tests.e2e.async_support import App, app, get_status, status_request
+from tests.e2e.async_support import App, app, get_status, signed, status_request
 from tests.integration import demo
-from work365_fn.entrypoints.functions.runs import sign
 from work365_fn.sandbox import Sandbox, Scenario
 
 __all__ = ["app"]  # the fixture
@@ -288,7 +287,7 @@ def test_async_answers_and_the_status_url_match_the_spec(app: App) -> None:
     key = "test-signing-key-0123456789-abcdefghijklmnop"
     for request, status in (
         (status_request(run_id, "wrong"), 403),
-        (status_request(HOLDER, sign(HOLDER, key)), 404),
+        (status_request(HOLDER, signed(HOLDER, key)), 404),
         (
             func.HttpRequest(
                 method="GET",

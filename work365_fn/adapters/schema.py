@@ -12,11 +12,11 @@ organisation's metadata (ManyToOneRelationships), because they are case-sensitiv
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
+from work365_fn import safe_json
 from work365_fn.errors import SchemaError
 
 
@@ -156,17 +156,15 @@ class Schema:
         if not path:
             return cls()
         try:
-            text = Path(path).read_text(encoding="utf-8")
+            data = Path(path).read_bytes()
         except OSError as exc:
             raise SchemaError(
                 f"WORK365_SCHEMA_FILE: cannot read {path}: {exc.strerror or exc}"
             ) from None
         try:
-            raw = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise SchemaError(
-                f"WORK365_SCHEMA_FILE: {path} is not valid JSON (line {exc.lineno}: {exc.msg})"
-            ) from None
+            raw = safe_json.loads(data, f"WORK365_SCHEMA_FILE: {path}")
+        except safe_json.JsonInputError as exc:
+            raise SchemaError(str(exc)) from None
         return cls.from_json(raw)
 
     def to_json(self) -> dict[str, dict[str, object]]:

@@ -29,6 +29,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
+from work365_fn import safe_json
 from work365_fn.errors import ApiError, ConfigError, Work365Error
 
 if TYPE_CHECKING:  # the SDKs are imported when a client is first built, not at import
@@ -103,10 +104,10 @@ class FileRunStore:
     def get(self, run_id: str, name: str) -> dict[str, Any] | None:
         path = self._dir(run_id) / f"{check_name(name, 'document name')}.json"
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            raw = path.read_bytes()
         except FileNotFoundError:
             return None
-        return data if isinstance(data, dict) else None
+        return read_document(raw, f"run document {path}")
 
     def names(self, run_id: str, prefix: str = "") -> list[str]:
         folder = self._dir(run_id)
@@ -147,6 +148,18 @@ class FileRunStore:
             f"cannot write run state under {self.root} ({exc.strerror or exc}): "
             "check WORK365_STATE_DIR"
         )
+
+
+def read_document(raw: bytes, what: str) -> dict[str, Any] | None:
+    """A run document read back (through the one JSON gate); one that does not parse, or is
+    not an object, is ignored with a warning, as if it were not there. Lone surrogates are
+    taken: a Partner Center name is stored as it came."""
+    try:
+        data = safe_json.loads(raw, what, lone_surrogates=True)
+    except safe_json.JsonInputError as exc:
+        log.warning("%s: ignored", exc)
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def storage_error(exc: AzureError, what: str) -> ApiError:
@@ -211,12 +224,7 @@ class BlobRunStore:
             return None
         except AzureError as exc:
             raise storage_error(exc, f"reading run document {blob}") from None
-        try:
-            data = json.loads(raw)
-        except ValueError:
-            log.warning("run document %s is not JSON: ignored", blob)
-            return None
-        return data if isinstance(data, dict) else None
+        return read_document(raw, f"run document {blob}")
 
     def names(self, run_id: str, prefix: str = "") -> list[str]:
         from azure.core.exceptions import AzureError, ResourceNotFoundError

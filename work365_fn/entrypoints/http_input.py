@@ -5,12 +5,12 @@ operations/inputs.py (a queued job checks its payload with the same ones)."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import azure.functions as func
 
+from work365_fn import safe_json
 from work365_fn.operations.inputs import (
     MAX_CUSTOMER_IDS,
     BadRequest,
@@ -35,9 +35,9 @@ def json_body(req: func.HttpRequest, known: Sequence[str]) -> dict[str, Any]:
     if not raw.strip():
         return {}
     try:
-        body = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise BadRequest("body", "the body is not valid JSON") from None
+        body = safe_json.loads(raw, "the body")
+    except safe_json.JsonInputError as exc:
+        raise BadRequest("body", str(exc)) from None
     if not isinstance(body, dict):
         raise BadRequest("body", "the body must be a JSON object")
     unknown = sorted(set(body) - set(known))

@@ -26,7 +26,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from work365_fn.adapters.dataverse_repository import Repository
@@ -100,6 +100,7 @@ class DiagnoseDeps:
     create_missing: bool
     concurrency: int = 8  # Partner Center calls in flight when searching customers
     monotonic: Callable[[], float] = time.monotonic  # the time budget of that search
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC)  # is the cutoff in the future?
 
 
 @dataclass
@@ -168,6 +169,7 @@ class Findings:
 
     tables: RecordTables
     setting: AssociationSetting
+    now: datetime  # when the diagnosis started: a cutoff after it fails the setting check
     create_missing: bool
     subscription_id: str | None
     customer_id: str | None  # None: the subscription's customer is unknown
@@ -221,6 +223,7 @@ class _Diagnosis:
         self.run_id = run_id
         self.rlog = rlog
         self.deadline = deadline
+        self.started = deps.clock()
         self.customer_id = request.customer_id.lower() if request.customer_id else None
         self.subscription_id = request.subscription_id.lower() if request.subscription_id else None
         self.customer: Customer | None = None
@@ -288,6 +291,7 @@ class _Diagnosis:
         return Findings(
             tables=self.deps.tables,
             setting=setting,
+            now=self.started,
             create_missing=self.deps.create_missing,
             subscription_id=self.subscription_id,
             customer_id=self.customer_id,
@@ -461,15 +465,19 @@ def checks_of(f: Findings) -> list[DiagnosisCheck]:
 
 
 def setting_check(f: Findings) -> DiagnosisCheck:
-    """(1) Associate Default Billing Contract, and the cutoff in force with its source."""
+    """(1) Associate Default Billing Contract, and the cutoff in force with its source: the
+    check fails when the setting is No or when the cutoff is in the future."""
     setting = f.setting
+    late = sentences.cutoff_warnings(setting, f.now)
+    fixes = ([] if setting.enabled else [sentences.setting_fix()]) + late
     return DiagnosisCheck(
         "setting",
-        setting.enabled,
+        setting.enabled and not late,
         [record_ref(f.tables.setting, setting.row_id, sentences.SETTING_NAME)],
-        sentences.setting_fix(),
+        " ".join(fixes),
         f"{sentences.SETTING_NAME} = {'Yes' if setting.enabled else 'No'}; cutoff "
-        f"{_when(setting.since, 'none')} (from {setting.since_source or 'nowhere'})",
+        f"{_when(setting.since, 'none')} (from {setting.since_source or 'nowhere'})"
+        + ("; it is in the future, so no subscription is assigned" if late else ""),
     )
 
 

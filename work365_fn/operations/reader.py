@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 from work365_fn.adapters.dataverse_repository import Repository
 from work365_fn.adapters.partner_center import PartnerCenterClient, is_no_relationship
@@ -22,6 +22,7 @@ from work365_fn.adapters.transport import failure_fields
 from work365_fn.errors import ApiError, AuthError, Work365Error, error_json
 from work365_fn.logs import RunLog, submit_in_context
 from work365_fn.rules import World
+from work365_fn.rules.fixes import cutoff_warnings
 from work365_fn.rules.model import (
     AssociationSetting,
     BillingContract,
@@ -46,6 +47,7 @@ class ReaderDeps:
     concurrency: int = 8
     monotonic: Callable[[], float] = time.monotonic
     create_missing: bool = False  # WORK365_CREATE_MISSING: decides not-synced subscriptions
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC)  # is the cutoff in the future?
 
 
 @dataclass(frozen=True)
@@ -91,8 +93,10 @@ class Snapshot:
 
 
 def read_setting(deps: ReaderDeps, rlog: RunLog) -> tuple[AssociationSetting, list[str]]:
-    """The Admin Hub setting and the cutoff in force (with the warnings that go with it)."""
+    """The Admin Hub setting and the cutoff in force (with the warnings that go with it: one
+    more when the cutoff is in the future, `cutoff_warnings`)."""
     setting, warnings = deps.repository.read_setting(deps.associate_since)
+    warnings = [*warnings, *cutoff_warnings(setting, deps.clock())]
     rlog.info(
         "setting: associate default billing contract = %s, cutoff %s (%s)",
         setting.enabled,

@@ -17,7 +17,7 @@ import io
 import logging
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -445,8 +445,29 @@ def _error_row(error: dict[str, Any]) -> dict[str, Any]:
 
 
 def to_csv(report: dict[str, Any]) -> str:
+    return write_csv(CSV_COLUMNS, csv_rows(report))
+
+
+# A cell starting with one of these is read as a formula by Excel, LibreOffice Calc and Google
+# Sheets. OWASP, "CSV Injection" (https://owasp.org/www-community/attacks/CSV_Injection): make
+# sure no cell begins with =, +, -, @, tab (0x09) or carriage return (0x0D), by prefixing it with
+# a single quote, and quote every cell. OWASP ASVS 5.0 requirement 1.2.10 (V1 Encoding and
+# Sanitization) adds the NUL character and RFC 4180's quoting (sections 2.6 and 2.7).
+FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r", "\0")
+
+
+def spreadsheet_text(cell: str) -> str:
+    """A cell a spreadsheet shows as the text it is, never runs: a leading `'` before a formula
+    trigger. Our CSVs hold ids, names, reasons and sentences: no number, so no negative number
+    loses its sign; a GUID never starts with a trigger."""
+    return f"'{cell}" if cell.startswith(FORMULA_TRIGGERS) else cell
+
+
+def write_csv(columns: Sequence[str], rows: Iterable[Mapping[str, str]]) -> str:
+    """Every CSV this service writes: a header, every field quoted (RFC 4180), every cell
+    through `spreadsheet_text`."""
     out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(csv_rows(report))
+    writer = csv.writer(out, quoting=csv.QUOTE_ALL, lineterminator="\n")
+    writer.writerow([spreadsheet_text(c) for c in columns])
+    writer.writerows([spreadsheet_text(row.get(c, "")) for c in columns] for row in rows)
     return out.getvalue()

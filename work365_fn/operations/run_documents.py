@@ -26,12 +26,12 @@ Run documents, in the RunStore under the run id:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from work365_fn import safe_json
 from work365_fn.adapters.storage import RunStore
 from work365_fn.rules.model import is_guid
 from work365_fn.rules.timestamps import format_timestamp, parse_timestamp
@@ -93,10 +93,9 @@ class JobMessage:
     def parse(cls, body: bytes | str) -> JobMessage:
         """The message the queue trigger received (already Base64-decoded by the host)."""
         try:
-            text = body.decode("utf-8") if isinstance(body, bytes) else body
-            data = json.loads(text)
-        except (UnicodeDecodeError, ValueError):
-            raise BadMessage("body", "the message is not JSON text") from None
+            data = safe_json.loads(body, "the job message")
+        except safe_json.JsonInputError as exc:
+            raise BadMessage("body", str(exc)) from None
         if not isinstance(data, dict):
             raise BadMessage("body", "the message must be a JSON object")
         version = data.get("schemaVersion")

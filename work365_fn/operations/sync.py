@@ -105,6 +105,7 @@ class SyncDeps:
             self.concurrency,
             self.monotonic,
             self.create_missing,
+            self.clock,
         )
 
 

@@ -39,6 +39,7 @@ EXECUTION_TIME_LIMIT = "0x80072321"  # Dataverse: combined execution time over t
 DEADLINE_MESSAGE = "run deadline reached before this write; the next run completes it"
 KEPT_CHANGING = "the record kept changing while we wrote; the next run retries it"
 NOT_READ_BACK = "the record was created, but reading back its id failed; the next run reports it"
+ID_NOT_READ_BACK = "created; reading back its id failed, so the id is missing here"
 
 
 @dataclass
@@ -251,9 +252,12 @@ class BatchWriter:
         try:
             ids = self._repo.created_record_ids([i.decision.subscription.id for i in items])
         except ApiError as exc:
+            # The creates landed and were answered: this run made them and reports them (its
+            # counts included), without the id; the failed read goes to `errors`.
             for item in items:
                 self._summary.errors.append(exc.to_json(item.decision.subscription.customer_id))
-                final[item.index] = _failed(item.decision, f"{NOT_READ_BACK}: {exc}")
+                self._summary.created += 1
+                final[item.index] = replace(item.decision, message=f"{ID_NOT_READ_BACK}: {exc}")
             return
         for item in items:
             sub = item.decision.subscription

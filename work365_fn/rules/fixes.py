@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 
 from work365_fn.rules.association import Decision
-from work365_fn.rules.model import BillingContract, ProviderAccount
+from work365_fn.rules.model import AssociationSetting, BillingContract, ProviderAccount
 from work365_fn.rules.reasons import ON_A_CONTRACT, Reason
 from work365_fn.rules.timestamps import format_timestamp
 
@@ -138,6 +138,40 @@ def billing_references_fix() -> str:
         "The record already carries billing references (LCL or invoice): assign its contract "
         "by hand after checking the billed periods."
     )
+
+
+_TURNED_ON = f"the date {SETTING_NAME} was turned on"
+_SKEW = (
+    "this host's clock and Dataverse's disagree (clock skew): correct the host's clock, or set "
+    f"WORK365_ASSOCIATE_SINCE to {_TURNED_ON}."
+)
+# Where a cutoff comes from (`AssociationSetting.since_source`), and what to do when it is late.
+_CUTOFF_ORIGINS = {
+    "setting": (
+        "WORK365_ASSOCIATE_SINCE",
+        f"set WORK365_ASSOCIATE_SINCE to {_TURNED_ON}, or remove it to take the cutoff from "
+        "the setting's audit history.",
+    ),
+    "audit": (f"the audit history of {SETTING_NAME}", _SKEW),
+    "modifiedon": ("the Admin Hub setting row's modifiedon", _SKEW),
+}
+
+
+def cutoff_warnings(setting: AssociationSetting | None, now: datetime) -> list[str]:
+    """The cutoff in force is after `now` (when the run started): every record was created
+    before it, so none is assigned. One sentence naming the cutoff, where it came from and what
+    to do; nothing for a cutoff in the past. The sentence does not carry `now`, so the batches of
+    one run say it alike."""
+    if setting is None or setting.since is None or setting.since <= now:
+        return []
+    where, todo = _CUTOFF_ORIGINS.get(
+        setting.since_source or "", (setting.since_source or "an unknown source", _SKEW)
+    )
+    return [
+        f"the cutoff {format_timestamp(setting.since)} (from {where}) is in the future: every "
+        "subscription record was created before it, so none is assigned (existing-subscription) "
+        f"until then. To fix: {todo}"
+    ]
 
 
 class Namer:

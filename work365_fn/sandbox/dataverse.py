@@ -22,6 +22,11 @@ service's Dataverse client is tested against, so they follow the real API, traps
 - Parameter aliases (`@p1`) in `$filter` and `$orderby`; `not` before a query function is
   refused as Dataverse refuses it.
 - `POST /$batch`: change sets are atomic, `Prefer: odata.continue-on-error`, `Content-ID` refs.
+- Atomic across processes, as Dataverse is: every write request (and every change set) is one
+  SQLite write transaction (`BEGIN IMMEDIATE`), its precondition (`If-Match`,
+  `If-None-Match: *`, the alternate key) checked inside it, so sandboxes of several processes
+  sharing one state file never both win the same ETag
+  (https://learn.microsoft.com/power-apps/developer/data-platform/webapi/perform-conditional-operations-using-web-api).
 - Metadata: `EntityDefinitions` (collection with `$filter`, or `(LogicalName='x')`) and its
   `Attributes` (with type casts), `ManyToOneRelationships`, `OneToManyRelationships`, `Keys`.
 - Audit: `RetrieveAttributeChangeHistory(Target=@t,AttributeLogicalName=@a[,PagingInfo=@p])`,
@@ -138,6 +143,10 @@ NO_ATTRIBUTE = "0x80041103"
 UNAUTHORIZED = "0x80072560"
 QUERY = "0x80060888"
 
+# How long a write waits for another process's write transaction on the same state file (SQLite
+# busy timeout) before it fails with "database is locked".
+BUSY_TIMEOUT_SECONDS = 30
+
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
@@ -199,12 +208,17 @@ class DataverseEmulator:
         self._setting = self.tables[schema.setting.table]
         self._lock = threading.RLock()
         self._savepoints = itertools.count()
+        self._depth = 0  # nesting of _tx: 0 outside a transaction
+        self._seen_version = 0  # PRAGMA data_version when the caches were last known fresh
         # Query answers (rows matching a filter, sorted) kept while no row changes, so that the
-        # pages of one paged read cost one scan instead of one each; cleared by every write.
+        # pages of one paged read cost one scan instead of one each; cleared by every write,
+        # this process's (_touch) or another's sharing the state file (_data_version).
         self._query_cache: dict[tuple[Any, ...], list[Mapping[str, Any]]] = {}
         self._rows_cache: dict[str, list[dict[str, Any]]] = {}  # table -> typed rows, likewise
+        # Autocommit (isolation_level=None): reads see the last committed state; writes run in
+        # the explicit transactions of _tx. `timeout` is SQLite's busy timeout.
         self._db = sqlite3.connect(
-            db_path, check_same_thread=False, isolation_level=None, timeout=30
+            db_path, check_same_thread=False, isolation_level=None, timeout=BUSY_TIMEOUT_SECONDS
         )
         # Every write is its own transaction; without this each commit waits for the disk
         # (~3 ms), which made a 100-operation $batch take 0.3 s. A crash of the machine (not of
@@ -266,18 +280,17 @@ class DataverseEmulator:
                 except ODataError as exc:
                     log.error("sandbox race: bad change for %s: %s", table.logical, exc.message)
                     continue
-                row = self._find(table, key)
-                if row is None and method == "PATCH":
-                    # Someone else creates the row our create-only PATCH addresses.
-                    self._race_create(table, key, typed)
-                    continue
-                if row is None:
-                    log.warning(
-                        "sandbox race: no %s row %s to change", table.logical, key.describe()
-                    )
-                    continue
                 with self._tx():
-                    self._write_update(table, row, typed)
+                    row = self._find(table, key)
+                    if row is None and method == "PATCH":
+                        # Someone else creates the row our create-only PATCH addresses.
+                        self._race_create(table, key, typed)
+                    elif row is None:
+                        log.warning(
+                            "sandbox race: no %s row %s to change", table.logical, key.describe()
+                        )
+                    else:
+                        self._write_update(table, row, typed)
 
     def _race_create(self, table: Table, key: Key, values: dict[str, Any]) -> None:
         now = self._now()
@@ -288,8 +301,8 @@ class DataverseEmulator:
             row[key.alternate[0]] = key.alternate[1]
         row["createdon"] = now
         row["modifiedon"] = now
-        row["versionnumber"] = self._next_version()
         with self._tx():
+            row["versionnumber"] = self._next_version()
             self._insert(table, row)
 
     def rows(self, entity_set: str) -> list[dict[str, Any]]:
@@ -404,19 +417,21 @@ class DataverseEmulator:
 
     def _create_tables(self) -> None:
         db = self._db
-        db.execute('CREATE TABLE IF NOT EXISTS "dv_meta" (key TEXT PRIMARY KEY, value TEXT)')
-        for table in self.tables.values():
-            columns = [f'"{c.name}" {self._sql_type(c)}' for c in table.columns]
-            columns[0] += " PRIMARY KEY"
-            columns += [f'"{name}" TEXT' for name in table.extra_sql]
-            db.execute(f'CREATE TABLE IF NOT EXISTS "{table.sql}" ({", ".join(columns)})')
-            have = {r[1] for r in db.execute(f'PRAGMA table_info("{table.sql}")')}
-            wanted = [(c.name, self._sql_type(c)) for c in table.columns]
-            wanted += [(name, "TEXT") for name in table.extra_sql]
-            for name, sql_type in wanted:
-                if name not in have:  # a state file made under another schema map
-                    db.execute(f'ALTER TABLE "{table.sql}" ADD COLUMN "{name}" {sql_type}')
-        db.execute("INSERT OR IGNORE INTO dv_meta VALUES ('version', '1000000')")
+        with self._tx():  # another process may be opening the same state file
+            db.execute('CREATE TABLE IF NOT EXISTS "dv_meta" (key TEXT PRIMARY KEY, value TEXT)')
+            for table in self.tables.values():
+                columns = [f'"{c.name}" {self._sql_type(c)}' for c in table.columns]
+                columns[0] += " PRIMARY KEY"
+                columns += [f'"{name}" TEXT' for name in table.extra_sql]
+                db.execute(f'CREATE TABLE IF NOT EXISTS "{table.sql}" ({", ".join(columns)})')
+                have = {r[1] for r in db.execute(f'PRAGMA table_info("{table.sql}")')}
+                wanted = [(c.name, self._sql_type(c)) for c in table.columns]
+                wanted += [(name, "TEXT") for name in table.extra_sql]
+                for name, sql_type in wanted:
+                    if name not in have:  # a state file made under another schema map
+                        db.execute(f'ALTER TABLE "{table.sql}" ADD COLUMN "{name}" {sql_type}')
+            db.execute("INSERT OR IGNORE INTO dv_meta VALUES ('version', '1000000')")
+        self._seen_version = self._data_version()
 
     @staticmethod
     def _sql_type(column: Column) -> str:
@@ -432,14 +447,21 @@ class DataverseEmulator:
         self._db.execute("INSERT OR REPLACE INTO dv_meta VALUES (?, ?)", (key, json.dumps(value)))
 
     def _next_version(self) -> int:
-        self._db.execute(
-            "UPDATE dv_meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'version'"
-        )
-        row = self._db.execute("SELECT value FROM dv_meta WHERE key = 'version'").fetchone()
+        """The next row version (ETag), unique across every process sharing the state file:
+        one statement, inside the caller's write transaction."""
+        assert self._depth > 0, "versions are allocated inside a write transaction"
+        row = self._db.execute(
+            "UPDATE dv_meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'version' "
+            "RETURNING value"
+        ).fetchone()
         return int(row[0])
 
     @contextlib.contextmanager
     def _tx(self) -> Iterator[None]:
+        """One write transaction: what runs inside (reads, precondition checks, writes) is
+        atomic against every other connection to the state file, other processes included.
+        The outermost level is `BEGIN IMMEDIATE` (the write lock taken at once, waiting up to
+        the busy timeout for another writer); inner levels are savepoints."""
         name = self._begin()
         try:
             yield
@@ -449,8 +471,15 @@ class DataverseEmulator:
         self._release(name)
 
     def _begin(self) -> str:
+        """Start a transaction ("" for the outermost) or a savepoint inside one (its name)."""
+        if self._depth == 0:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._depth = 1
+            self._refresh()  # another process may have written since our last read
+            return ""
         name = f"sp{next(self._savepoints)}"
         self._db.execute(f"SAVEPOINT {name}")
+        self._depth += 1
         return name
 
     def _touch(self) -> None:
@@ -458,13 +487,38 @@ class DataverseEmulator:
         self._query_cache.clear()
         self._rows_cache.clear()
 
+    def _data_version(self) -> int:
+        return int(self._db.execute("PRAGMA data_version").fetchone()[0])
+
+    def _refresh(self) -> None:
+        """Forget cached query answers when another connection (another process sharing the
+        state file) committed since we last looked; `PRAGMA data_version` changes only then."""
+        version = self._data_version()
+        if version != self._seen_version:
+            self._seen_version = version
+            self._touch()
+
     def _rollback(self, name: str) -> None:
         self._touch()
-        self._db.execute(f"ROLLBACK TO {name}")
-        self._db.execute(f"RELEASE {name}")
+        self._depth -= 1
+        if name:
+            self._db.execute(f"ROLLBACK TO {name}")
+            self._db.execute(f"RELEASE {name}")
+        elif self._db.in_transaction:  # some errors end the transaction themselves
+            self._db.execute("ROLLBACK")
 
     def _release(self, name: str) -> None:
-        self._db.execute(f"RELEASE {name}")
+        self._depth -= 1
+        if name:
+            self._db.execute(f"RELEASE {name}")
+            return
+        try:
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._touch()
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise
 
     def _typed(self, table: Table, raw: Sequence[Any], names: Sequence[str]) -> dict[str, Any]:
         row: dict[str, Any] = {}
@@ -722,6 +776,7 @@ class DataverseEmulator:
 
         # Keyed by the parsed filter, not its text: one text reads differently with other aliases.
         key = (table.sql, node, tuple((p.key, d) for p, d in order))
+        self._refresh()
         rows = self._query_cache.get(key)
         if rows is None:
             if table.sql not in self._rows_cache:
@@ -965,18 +1020,19 @@ class DataverseEmulator:
     def _create(self, request: Request, table: Table, key: Key | None = None) -> Response:
         options = query_options(request, {"$select"})
         select = self._select(table, options)
-        values = self._payload(table, self._body(request), creating=True)
-        if key is not None and key.id is not None:
-            if values.get(table.id) not in (None, key.id):
-                raise bad_request(
-                    "Entity Id must be the same as the value set in property bag.",
-                    code="0x80040203",
-                )
-            values[table.id] = key.id
-        if key is not None and key.alternate is not None:
-            values[key.alternate[0]] = key.alternate[1]
-        row_id = values.get(table.id) or str(uuid.uuid4())
-        with self._tx():
+        body = self._body(request)
+        with self._tx():  # the bound records, the existence check and the insert: one transaction
+            values = self._payload(table, body, creating=True)
+            if key is not None and key.id is not None:
+                if values.get(table.id) not in (None, key.id):
+                    raise bad_request(
+                        "Entity Id must be the same as the value set in property bag.",
+                        code="0x80040203",
+                    )
+                values[table.id] = key.id
+            if key is not None and key.alternate is not None:
+                values[key.alternate[0]] = key.alternate[1]
+            row_id = values.get(table.id) or str(uuid.uuid4())
             if self._load(table, row_id) is not None:
                 raise ODataError(
                     412, DUPLICATE, "A record with matching key values already exists."
@@ -1012,41 +1068,47 @@ class DataverseEmulator:
             if_none = None
         if if_match is not None and if_none is not None:
             raise bad_request("If-Match and If-None-Match cannot be used together.")
-        row = self._find(table, key)
-        if if_none is not None:
-            if if_none.strip() != "*":
-                raise unsupported(f"If-None-Match: {if_none} on PATCH (only * is meaningful)")
-            if row is not None:
-                raise ODataError(
-                    412, DUPLICATE, "A record with matching key values already exists."
-                )
-            return self._create(request, table, key)
-        if if_match is not None:
-            if row is None:
-                raise self._missing(table, key)
-            if if_match.strip() != "*" and not etag_matches(if_match, self._etag(row)):
-                raise ODataError(
-                    412,
-                    VERSION_MISMATCH,
-                    "The version of the existing record doesn't match the RowVersion property "
-                    "provided.",
-                )
-        if row is None:  # plain PATCH is an upsert
-            return self._create(request, table, key)
-        return self._update(request, table, row, key)
+        if if_none is not None and if_none.strip() != "*":
+            raise unsupported(f"If-None-Match: {if_none} on PATCH (only * is meaningful)")
+        # The precondition is checked and the row written in one transaction, as Dataverse
+        # does: of several writers holding the same ETag (or creating the same row), in this
+        # process or another sharing the state file, exactly one wins; the rest get 412.
+        with self._tx():
+            row = self._find(table, key)
+            if if_none is not None:
+                if row is not None:
+                    raise ODataError(
+                        412, DUPLICATE, "A record with matching key values already exists."
+                    )
+                return self._create(request, table, key)
+            if if_match is not None:
+                if row is None:
+                    raise self._missing(table, key)
+                if if_match.strip() != "*" and not etag_matches(if_match, self._etag(row)):
+                    raise ODataError(
+                        412,
+                        VERSION_MISMATCH,
+                        "The version of the existing record doesn't match the RowVersion "
+                        "property provided.",
+                    )
+            if row is None:  # plain PATCH is an upsert
+                return self._create(request, table, key)
+            return self._update(request, table, row, key)
 
     def _update(
         self, request: Request, table: Table, row: dict[str, Any], key: Key | None = None
     ) -> Response:
         options = query_options(request, {"$select"})
         select = self._select(table, options)
-        values = self._payload(table, self._body(request), creating=False)
-        if values.get(table.id, row[table.id]) != row[table.id]:
-            raise bad_request(
-                "Entity Id must be the same as the value set in property bag.", code="0x80040203"
-            )
-        values.pop(table.id, None)
-        with self._tx():
+        body = self._body(request)
+        with self._tx():  # inside _patch's: `row` was read in the same transaction
+            values = self._payload(table, body, creating=False)
+            if values.get(table.id, row[table.id]) != row[table.id]:
+                raise bad_request(
+                    "Entity Id must be the same as the value set in property bag.",
+                    code="0x80040203",
+                )
+            values.pop(table.id, None)
             self._check_alternate_key(table, row[table.id], values)
             row = self._write_update(table, row, values)
         headers = {
@@ -1096,20 +1158,20 @@ class DataverseEmulator:
         query_options(request, set())
         if table.read_only:
             raise _method_not_allowed("DELETE", f"'{table.logical}' records")
-        row = self._require(table, key)
         if_match = request.headers.get("If-Match")
-        if (
-            if_match is not None
-            and if_match.strip() != "*"
-            and not etag_matches(if_match, self._etag(row))
-        ):
-            raise ODataError(
-                412,
-                VERSION_MISMATCH,
-                "The version of the existing record doesn't match the RowVersion property "
-                "provided.",
-            )
-        with self._tx():
+        with self._tx():  # the precondition and the delete: one transaction
+            row = self._require(table, key)
+            if (
+                if_match is not None
+                and if_match.strip() != "*"
+                and not etag_matches(if_match, self._etag(row))
+            ):
+                raise ODataError(
+                    412,
+                    VERSION_MISMATCH,
+                    "The version of the existing record doesn't match the RowVersion property "
+                    "provided.",
+                )
             row_id = row[table.id]
             self._touch()
             sql = f'DELETE FROM "{table.sql}" WHERE "{table.id}" = ?'  # noqa: S608 - identifiers
@@ -1131,18 +1193,18 @@ class DataverseEmulator:
         if table.read_only:
             raise _method_not_allowed(request.method, f"'{table.logical}' records")
         query_options(request, set())
-        row = self._require(table, key)
-        if request.method == "DELETE":
-            value: str | None = None
-        elif request.method == "PUT":
-            body = self._body(request)
-            target = body.get("@odata.id")
-            if set(body) != {"@odata.id"} or not isinstance(target, str):
-                raise bad_request('The body of a $ref request must be {"@odata.id": "<uri>"}.')
-            value = self._bind(column, "@odata.id", target)
-        else:
-            raise _method_not_allowed(request.method, f"the '{nav}' reference")
-        with self._tx():
+        with self._tx():  # the record, the bound record and the write: one transaction
+            row = self._require(table, key)
+            if request.method == "DELETE":
+                value: str | None = None
+            elif request.method == "PUT":
+                body = self._body(request)
+                target = body.get("@odata.id")
+                if set(body) != {"@odata.id"} or not isinstance(target, str):
+                    raise bad_request('The body of a $ref request must be {"@odata.id": "<uri>"}.')
+                value = self._bind(column, "@odata.id", target)
+            else:
+                raise _method_not_allowed(request.method, f"the '{nav}' reference")
             self._write_update(table, row, {column.name: value})
         return Response(204, b"", {})
 
@@ -1171,7 +1233,9 @@ class DataverseEmulator:
         return Response(status, body, headers)
 
     def _changeset(self, changeset: ChangeSet) -> tuple[AnswerPart, Response | None]:
-        """All or nothing: on the first failure, roll back and answer that failure alone."""
+        """All or nothing: one write transaction for every operation of the change set (each
+        operation's precondition checked inside it); on the first failure, roll back and answer
+        that failure alone."""
         savepoint = self._begin()
         ids: dict[str, str] = {}
         answers: list[Answer] = []

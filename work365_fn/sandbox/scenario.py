@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from datetime import datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from work365_fn import safe_json
 from work365_fn.adapters.schema import Schema
 from work365_fn.errors import SchemaError
 from work365_fn.rules.model import is_guid
@@ -109,26 +109,27 @@ class Scenario:
     @classmethod
     def load(cls, path: str | Path) -> Scenario:
         try:
-            text = Path(path).read_text(encoding="utf-8")
+            data = Path(path).read_bytes()
         except OSError as exc:
             raise ScenarioError(f"scenario {path}: cannot read ({exc.strerror or exc})") from None
-        try:
-            raw = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ScenarioError(
-                f"scenario {path}: not valid JSON (line {exc.lineno}: {exc.msg})"
-            ) from None
-        return parse_scenario(raw, origin=str(path))
+        return parse_scenario(_json(data, str(path)), origin=str(path))
 
     @classmethod
     def builtin(cls, name: str) -> Scenario:
         """A scenario shipped in sandbox/scenarios/<name>.json (demo, setting-off, renamed)."""
         ref = resources.files("work365_fn.sandbox").joinpath("scenarios", f"{name}.json")
         try:
-            text = ref.read_text(encoding="utf-8")
+            data = ref.read_bytes()
         except (FileNotFoundError, OSError):
             raise ScenarioError(f"no built-in scenario named '{name}'") from None
-        return parse_scenario(json.loads(text), origin=f"built-in:{name}")
+        return parse_scenario(_json(data, f"built-in:{name}"), origin=f"built-in:{name}")
+
+
+def _json(data: bytes, origin: str) -> Any:
+    try:
+        return safe_json.loads(data, f"scenario {origin}")
+    except safe_json.JsonInputError as exc:
+        raise ScenarioError(str(exc)) from None
 
 
 class _Fields:

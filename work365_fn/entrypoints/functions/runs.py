@@ -2,17 +2,15 @@
 
 `start_async` records the run (state `queued`), enqueues its job message and answers `202
 Accepted` with `Location` (the status URL) and `Retry-After`. The status URL
-`/api/runs/{runId}?sig=...` does not carry the function key: it is authorized by `sig`, the
-HMAC-SHA256 of the run id keyed by WORK365_RUN_SIGNING_KEY (base64url, no padding), so only
-whoever started the run can read it. `GET /api/runs/{runId}` answers 202 while the run is queued or
-running and 200 with the result when it is done.
+`/api/runs/{runId}?sig=...` does not carry the function key: it is authorized by `sig`, signed by
+the service's link signer (work365_fn/signing.py: key id, expiry, HMAC-SHA256 of the resource
+`runs/<runId>`), so only whoever started the run can read it, for WORK365_RUN_LINK_HOURS.
+`GET /api/runs/{runId}` answers 202 while the run is queued or running (with a freshly signed
+link) and 200 with the result when it is done; 403 when `sig` is wrong or expired.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import logging
 import uuid
 from typing import TYPE_CHECKING, Any
@@ -25,11 +23,12 @@ from work365_fn.entrypoints.functions.responses import (
     error_response,
     json_response,
 )
-from work365_fn.errors import ApiError, ConfigError, MissingSettingError
+from work365_fn.errors import ApiError, ConfigError
 from work365_fn.operations.fanout import BATCH_PREFIX, live_fanout
 from work365_fn.operations.jobs import fail_poisoned, run_job
 from work365_fn.operations.run_documents import DONE, JobMessage, RunStates
 from work365_fn.rules.model import is_guid
+from work365_fn.signing import LinkCheck, LinkSigner, Verdict
 
 if TYPE_CHECKING:
     from work365_fn.composition import Services
@@ -40,32 +39,15 @@ RETRY_AFTER_SECONDS = 5
 RUNS_PATH = "/api/runs/"
 
 
-def signing_key(services: Services) -> str:
-    key = services.settings.run_signing_key
-    if not key:
-        raise MissingSettingError(
-            "WORK365_RUN_SIGNING_KEY",
-            "a random secret of at least 32 characters (a Key Vault reference) that signs the "
-            "status URLs of asynchronous runs",
-        )
-    return key
+def run_resource(run_id: str) -> str:
+    """What a status link signs: `runs/<run id in lower case>` (GUIDs ignore case)."""
+    return f"runs/{run_id.lower()}"
 
 
-def sign(run_id: str, key: str) -> str:
-    digest = hmac.new(key.encode("utf-8"), run_id.lower().encode("ascii"), hashlib.sha256)
-    return base64.urlsafe_b64encode(digest.digest()).rstrip(b"=").decode("ascii")
-
-
-def signature_ok(run_id: str, sig: str | None, key: str) -> bool:
-    """Constant-time comparison of the `sig` parameter with the run id's signature."""
-    if not sig:
-        return False
-    return hmac.compare_digest(sign(run_id, key).encode("ascii"), sig.encode("utf-8"))
-
-
-def status_url(run_id: str, key: str, request: func.HttpRequest | None = None) -> str:
+def status_url(run_id: str, signer: LinkSigner, request: func.HttpRequest | None = None) -> str:
     """Absolute when the request's URL is known (Power Automate follows it as given)."""
-    path = f"{RUNS_PATH}{run_id}?sig={quote(sign(run_id, key), safe='')}"
+    sig = signer.sign(run_resource(run_id))
+    path = f"{RUNS_PATH}{run_id}?sig={quote(sig, safe='')}"
     if request is None:
         return path
     parts = urlsplit(request.url)
@@ -99,7 +81,7 @@ def start_async(
     message enqueued before answering; when enqueueing fails the state is removed again."""
     run_id = run_id or str(uuid.uuid4())
     try:
-        key = signing_key(services)
+        signer = services.link_signer()
         store = services.run_store()
         queue = services.job_queue()
     except ConfigError as exc:
@@ -121,7 +103,7 @@ def start_async(
         except ApiError as cleanup:
             log.error("[run %s] could not remove the queued state either: %s", run_id, cleanup)
         return error_response(502, "upstream", f"the app's storage failed: {exc}", run_id)
-    url = status_url(run_id, key, request)
+    url = status_url(run_id, signer, request)
     log.info("[run %s] %s queued", run_id, kind, extra={"run_id": run_id})
     return _accepted(run_id, {"runId": run_id, "status": "queued", "statusUrl": url}, url)
 
@@ -140,17 +122,13 @@ def run_status_http(req: func.HttpRequest, services: ServicesFactory) -> func.Ht
     run_id = raw.lower()
     try:
         built = services()
-        key = signing_key(built)
+        signer = built.link_signer()
     except ConfigError as exc:
         log.error("[run %s] configuration error: %s", run_id, exc)
         return error_response(500, "configuration", str(exc), run_id)
-    if not signature_ok(run_id, req.params.get("sig"), key):
-        return error_response(
-            403,
-            "forbidden",
-            "missing or invalid 'sig': use the statusUrl (Location) the run was started with",
-            run_id,
-        )
+    verdict = signer.check(run_resource(run_id), req.params.get("sig"))
+    if not verdict.valid:
+        return _forbidden(run_id, verdict)
     states = RunStates(built.run_store())
     try:
         state = states.get(run_id)
@@ -168,7 +146,7 @@ def run_status_http(req: func.HttpRequest, services: ServicesFactory) -> func.Ht
         "status": state.get("status"),
     }
     if not done:
-        url = status_url(run_id, key, req)
+        url = status_url(run_id, signer, req)  # a fresh link: a polled run outlives the first
         if progress is not None:
             body["progress"] = progress
         return _accepted(run_id, {**body, "statusUrl": url}, url)
@@ -179,6 +157,20 @@ def run_status_http(req: func.HttpRequest, services: ServicesFactory) -> func.Ht
         error=state.get("error"),
     )
     return json_response(200, body, {"x-ms-correlation-id": run_id})
+
+
+def _forbidden(run_id: str, verdict: Verdict) -> func.HttpResponse:
+    """403: the link is wrong, or it was right and has expired (then say what to do)."""
+    if verdict.check is LinkCheck.EXPIRED:
+        when = f" at {verdict.expires:%Y-%m-%dT%H:%M:%SZ}" if verdict.expires else ""
+        message = (
+            f"this status link expired{when} (links last WORK365_RUN_LINK_HOURS hours): "
+            "start a new run with the function key to get a new link; this run's documents "
+            f"stay in the app's storage under runs/{run_id}/"
+        )
+    else:
+        message = "missing or invalid 'sig': use the statusUrl (Location) the run was started with"
+    return error_response(403, "forbidden", message, run_id)
 
 
 def _progress(states: RunStates, state: dict[str, Any]) -> dict[str, int] | None:
