@@ -324,3 +324,18 @@ def test_error_messages_never_carry_the_bearer_token(
     assert TOKEN not in error.detail
     assert TOKEN not in json.dumps(error.to_json())
     assert "Authorization: Bearer <redacted>" in error.detail
+
+
+@pytest.mark.parametrize("status", [200, 400])
+def test_a_body_nested_too_deep_to_read_is_an_invalid_answer_not_a_crash(
+    rsps: responses.RequestsMock, sleeps: list[float], status: int
+) -> None:
+    """An upstream body of [[[[... (deeper than Python's recursion limit) is never an
+    unexpected RecursionError: a 2xx is an invalid answer, an error status keeps its status."""
+    deep = "[" * 100_000 + "]" * 100_000
+    rsps.get(f"{API}contacts", body=deep, status=status, content_type="application/json")
+
+    with pytest.raises(ApiError) as caught:
+        list(dv_client(policy(sleeps, max_attempts=1)).iter_rows("contacts", select=["fullname"]))
+
+    assert caught.value.status == status

@@ -56,7 +56,7 @@ def parse_error(response: requests.Response) -> tuple[str, str]:
     """Dataverse errors are `{"error": {"code": "0x...", "message": "..."}}`."""
     try:
         body = response.json()
-    except ValueError:
+    except (ValueError, RecursionError):  # deep nesting too
         return str(response.status_code), (response.reason or "no error body")
     error = body.get("error") if isinstance(body, dict) else None
     if isinstance(error, dict):
@@ -230,7 +230,7 @@ class DataverseClient:
             return None
         try:
             row = response.json()
-        except ValueError:
+        except (ValueError, RecursionError):  # deep nesting too
             return None
         return row if isinstance(row, dict) else None
 

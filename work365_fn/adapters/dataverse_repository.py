@@ -479,7 +479,7 @@ class Repository:
             return address
         try:
             row = json.loads(body) if body.strip() else None
-        except ValueError:
+        except (ValueError, RecursionError):  # deep nesting too
             return None
         return (
             _guid_or_none(row.get(self.schema.subscription.id)) if isinstance(row, dict) else None

@@ -66,7 +66,7 @@ class BatchResult:
         else the status."""
         try:
             payload = json.loads(self.body) if self.body.strip() else None
-        except ValueError:
+        except (ValueError, RecursionError):  # deep nesting too
             payload = None
         error = payload.get("error") if isinstance(payload, dict) else None
         if isinstance(error, dict):

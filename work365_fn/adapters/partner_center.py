@@ -30,7 +30,7 @@ def parse_error(response: requests.Response) -> tuple[str, str]:
     (https://learn.microsoft.com/partner-center/developer/api-throttling-guidance): both read."""
     try:
         body = response.json()
-    except ValueError:
+    except (ValueError, RecursionError):  # deep nesting too
         return str(response.status_code), (response.reason or "no error body")
     if isinstance(body, dict):
         code = (

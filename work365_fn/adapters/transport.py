@@ -10,7 +10,6 @@ request id, never the token.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -423,7 +422,7 @@ class Transport:
         """The body as JSON; a truncated or non-JSON 2xx body is an InvalidResponseError."""
         try:
             return response.json()
-        except (ValueError, json.JSONDecodeError):
+        except (ValueError, RecursionError):  # not JSON, or nested too deep to read
             raise InvalidResponseError(
                 self.service,
                 response.status_code,
