@@ -122,3 +122,37 @@ def test_a_queued_sync_the_job_refuses_fails_its_run_at_once(tmp_path: Any) -> N
     assert state["status"] == "failed"
     assert state["error"]["code"] == "invalid-request"
     assert state["error"]["field"] == "payload.dryRun"
+
+
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        ({"customerIds": ["not-a-guid"]}, "payload.customerIds[0]"),
+        ({"apply": "yes"}, "payload.apply"),
+        ({"undo": 7}, "payload.undo"),
+        ({"force": True}, "payload.force"),
+    ],
+)
+def test_a_queued_backfill_checks_its_payload_as_the_endpoint_does(
+    tmp_path: Any, payload: dict[str, Any], field: str
+) -> None:
+    """The queued backfill reads its payload with the endpoint's own rules: a bad one fails the
+    run at once, naming the field, and nothing is read or written."""
+    from types import SimpleNamespace
+
+    from work365_fn.adapters.storage import FileRunStore
+    from work365_fn.operations.backfill import backfill_job
+    from work365_fn.operations.jobs import JobDeps, run_job
+
+    nothing = SimpleNamespace(run_deadline_seconds=None)  # any use beyond that would raise
+    store = FileRunStore(tmp_path)
+    kinds = {"backfill": lambda p, r: backfill_job(nothing, p, r)}  # type: ignore[arg-type]
+    run_job(
+        JobDeps(store, kinds, lambda run_id, count, clock: None),
+        message(kind="backfill", payload=payload),
+    )
+
+    state = store.get(RUN.lower(), "state")
+    assert state is not None
+    assert (state["status"], state["error"]["code"]) == ("failed", "invalid-request")
+    assert state["error"]["field"] == field

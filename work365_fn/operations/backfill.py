@@ -36,6 +36,7 @@ from work365_fn.errors import (
     error_json,
 )
 from work365_fn.logs import RunLog
+from work365_fn.operations.inputs import BadRequest, boolean, guid_list, optional_guid
 from work365_fn.operations.reader import ReaderDeps, ReadOptions, read_tenant
 from work365_fn.rules import Reason, World, decide_for_record, plan
 from work365_fn.rules.fixes import billing_references_fix
@@ -75,9 +76,31 @@ class BackfillRequest:
     undo: str | None = None  # the run id of a backfill to undo
     budget_seconds: float | None = None  # no new write after this long (HTTP runs)
 
+    FIELDS = ("apply", "customerIds", "undo")
+
     def __post_init__(self) -> None:
         if self.undo is not None:
             norm_id(self.undo)  # ValueError: run ids are GUIDs
+
+    @classmethod
+    def from_payload(
+        cls, payload: Mapping[str, Any], budget_seconds: float | None = None
+    ) -> BackfillRequest:
+        """The backfill input of `POST /api/backfill` and of a queued `backfill` job, checked
+        field by field (BadRequest naming the field): the one copy of these rules."""
+        unknown = sorted(set(payload) - set(cls.FIELDS))
+        if unknown:
+            raise BadRequest(unknown[0], f"unknown field '{unknown[0]}'")
+        return cls(
+            apply=boolean(payload, "apply"),
+            customer_ids=guid_list(payload, "customerIds"),
+            undo=optional_guid(payload, "undo"),
+            budget_seconds=budget_seconds,
+        )
+
+    def payload(self) -> dict[str, Any]:
+        """The job input of a queued run (`from_payload` reads it back)."""
+        return {"apply": self.apply, "customerIds": list(self.customer_ids), "undo": self.undo}
 
 
 @dataclass
@@ -704,13 +727,5 @@ def run_backfill(
 def backfill_job(deps: BackfillDeps, payload: dict[str, Any], run_id: str) -> dict[str, Any]:
     """The async job (jobs registry "backfill"); `payload` is the validated HTTP body. Writes
     stop at the run deadline (WORK365_RUN_DEADLINE_SECONDS), below the host's timeout."""
-    request = replace(request_from_payload(payload), budget_seconds=deps.run_deadline_seconds)
+    request = BackfillRequest.from_payload(payload, budget_seconds=deps.run_deadline_seconds)
     return run_backfill(deps, request, run_id)
-
-
-def request_from_payload(payload: Mapping[str, Any]) -> BackfillRequest:
-    return BackfillRequest(
-        apply=bool(payload.get("apply", False)),
-        customer_ids=tuple(str(c).lower() for c in payload.get("customerIds") or ()),
-        undo=str(payload["undo"]).lower() if payload.get("undo") else None,
-    )

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from dataclasses import replace
 from typing import Any
 
 import azure.functions as func
@@ -24,8 +25,6 @@ from work365_fn.operations.diagnose import DiagnoseRequest, run_diagnose
 from work365_fn.operations.report import run_report
 
 log = logging.getLogger(__name__)
-
-BACKFILL_FIELDS = ("apply", "customerIds", "undo", "async")
 
 
 def _invalid(exc: BadRequest, run_id: str) -> func.HttpResponse:
@@ -103,28 +102,18 @@ def backfill_http(req: func.HttpRequest, services: ServicesFactory) -> func.Http
     false}: a dry run unless `apply` is true."""
     run_id = str(uuid.uuid4())
     try:
-        body = validation.json_body(req, BACKFILL_FIELDS)
-        apply = validation.boolean(body, "apply")
-        customers = validation.guid_list(body, "customerIds")
-        undo = validation.optional_guid(body, "undo")
+        body = validation.json_body(req, (*BackfillRequest.FIELDS, "async"))
         run_async = validation.boolean(body, "async")
+        body.pop("async", None)
+        request = BackfillRequest.from_payload(body)
     except BadRequest as exc:
         return _invalid(exc, run_id)
-    payload: dict[str, Any] = {"apply": apply, "customerIds": list(customers), "undo": undo}
     try:
         built = services()
         if run_async:
-            return start_async("backfill", payload, built, run_id=run_id, request=req)
-        result = run_backfill(
-            built.backfill_deps(),
-            BackfillRequest(
-                apply=apply,
-                customer_ids=customers,
-                undo=undo,
-                budget_seconds=built.settings.http_budget_seconds,
-            ),
-            run_id,
-        )
+            return start_async("backfill", request.payload(), built, run_id=run_id, request=req)
+        request = replace(request, budget_seconds=built.settings.http_budget_seconds)
+        result = run_backfill(built.backfill_deps(), request, run_id)
     except JournalNotFoundError as exc:
         return error_response(404, "not-found", str(exc), run_id)
     except ConfigError as exc:
