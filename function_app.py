@@ -10,7 +10,7 @@ import functools
 import azure.functions as func
 
 from work365_fn.composition import Services
-from work365_fn.entrypoints.functions import handlers, operations, runs
+from work365_fn.entrypoints.functions import handlers, health, operations, pages, records, runs
 from work365_fn.settings import Settings
 
 app = func.FunctionApp()
@@ -37,6 +37,18 @@ def sync_http(req: func.HttpRequest) -> func.HttpResponse:
     return handlers.sync_http(req, services)
 
 
+# Some records decided alone (docs/events.md): Power Automate's "assign record", and the
+# Dataverse webhook (WebhookKey authentication: Dataverse sends the function key as ?code=).
+@app.route(route="records", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+def records_http(req: func.HttpRequest) -> func.HttpResponse:
+    return records.records_http(req, services)
+
+
+@app.route(route="records/{recordId}", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+def record_http(req: func.HttpRequest) -> func.HttpResponse:
+    return records.records_http(req, services)
+
+
 @app.route(route="diagnose", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 def diagnose_http(req: func.HttpRequest) -> func.HttpResponse:
     return operations.diagnose_http(req, services)
@@ -52,11 +64,30 @@ def backfill_http(req: func.HttpRequest) -> func.HttpResponse:
     return operations.backfill_http(req, services)
 
 
+# 200 healthy, 503 with reasons (docs/operations.md#health); ?deep=true also proves the services.
+@app.route(route="health", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+def health_http(req: func.HttpRequest) -> func.HttpResponse:
+    return health.health_http(req, services)
+
+
 # The status URL of an asynchronous run: anonymous (it must not carry the function key), authorized
 # by the run's signature in `sig` (work365_fn/entrypoints/functions/runs.py).
 @app.route(route="runs/{runId}", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def run_status(req: func.HttpRequest) -> func.HttpResponse:
     return runs.run_status_http(req, services)
+
+
+# Undo of any run that wrote (docs/undo.md): the function key, like every endpoint that writes.
+@app.route(route="runs/{runId}/undo", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+def undo_run(req: func.HttpRequest) -> func.HttpResponse:
+    return runs.undo_http(req, services)
+
+
+# The report page of a run, the Teams card's "Open the report": anonymous like the status URL,
+# authorized by its own signature in `sig` (work365_fn/entrypoints/functions/pages.py).
+@app.route(route="runs/{runId}/report", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+def run_report_page(req: func.HttpRequest) -> func.HttpResponse:
+    return pages.report_page_http(req, services)
 
 
 @app.queue_trigger(

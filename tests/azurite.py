@@ -3,6 +3,12 @@ free loopback ports, in memory, started on first use and stopped at the end.
 
 `npm ci` at the repo root installs it (scripts/test does); without it the tests that need it FAIL
 with that instruction, they never skip.
+
+`azurite_oauth` is a second one, started only by the tests that ask for it: HTTPS with a
+certificate made like the sandbox's (work365_fn/sandbox/tls.py) and `--oauth basic`, for storage
+by identity. The storage SDK refuses a token credential over http; Azurite then accepts a bearer
+JWT whose iss starts https://sts.windows.net/, aud https://storage.azure.com, with nbf/exp/iat
+(no signature check): what the sandbox's managed-identity endpoint issues for that resource.
 """
 
 from __future__ import annotations
@@ -12,11 +18,13 @@ import socket
 import subprocess
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from work365_fn.sandbox.tls import make_certificate
 
 ROOT = Path(__file__).resolve().parent.parent
 AZURITE = ROOT / "node_modules" / ".bin" / "azurite"
@@ -38,6 +46,23 @@ class Azurite:
             f"BlobEndpoint=http://127.0.0.1:{self.blob_port}/{ACCOUNT};"
             f"QueueEndpoint=http://127.0.0.1:{self.queue_port}/{ACCOUNT};"
         )
+
+
+@dataclass(frozen=True)
+class OAuthAzurite:
+    """Azurite over HTTPS taking OAuth bearer tokens; `ca_bundle` is its certificate (trust it)."""
+
+    blob_port: int
+    queue_port: int
+    ca_bundle: str
+
+    @property
+    def blob_url(self) -> str:
+        return f"https://127.0.0.1:{self.blob_port}/{ACCOUNT}"
+
+    @property
+    def queue_url(self) -> str:
+        return f"https://127.0.0.1:{self.queue_port}/{ACCOUNT}"
 
 
 @dataclass(frozen=True)
@@ -68,7 +93,9 @@ def _free_ports(n: int) -> list[int]:
             s.close()
 
 
-def _start(workdir: Path) -> tuple[subprocess.Popen[str], Azurite, list[str]]:
+def _start(
+    workdir: Path, extra: Sequence[str] = ()
+) -> tuple[subprocess.Popen[str], Azurite, list[str]]:
     blob, queue, table = _free_ports(3)
     command = [
         str(AZURITE),
@@ -76,7 +103,7 @@ def _start(workdir: Path) -> tuple[subprocess.Popen[str], Azurite, list[str]]:
         "--queueHost", "127.0.0.1", "--queuePort", str(queue),
         "--tableHost", "127.0.0.1", "--tablePort", str(table),
         "--inMemoryPersistence", "--skipApiVersionCheck", "--loose", "--silent",
-        "--disableTelemetry",
+        "--disableTelemetry", *extra,
     ]  # fmt: skip
     proc = subprocess.Popen(
         command,
@@ -117,6 +144,20 @@ def _answers(azurite: Azurite) -> bool:
 @pytest.fixture(scope="session")
 def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
     """A running Azurite for the whole session."""
+    yield from _running(tmp_path_factory.mktemp("azurite"))
+
+
+@pytest.fixture(scope="session")
+def azurite_oauth(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OAuthAzurite]:
+    """A second Azurite, over HTTPS with `--oauth basic`, for the session (storage by identity)."""
+    folder = tmp_path_factory.mktemp("azurite-oauth")
+    cert = make_certificate(folder / "tls")
+    options = ["--oauth", "basic", "--cert", cert.cert_path, "--key", cert.key_path]
+    for found in _running(folder, options):
+        yield OAuthAzurite(found.blob_port, found.queue_port, cert.cert_path)
+
+
+def _running(workdir: Path, extra: Sequence[str] = ()) -> Iterator[Azurite]:
     if not os.access(AZURITE, os.X_OK):
         pytest.fail(
             f"Azurite is not installed ({AZURITE.relative_to(ROOT)} is missing): run `npm ci` "
@@ -125,7 +166,7 @@ def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
         )
     output: list[str] = []
     for _ in range(3):  # a port taken between choosing and binding: try other ports
-        proc, found, output = _start(tmp_path_factory.mktemp("azurite"))
+        proc, found, output = _start(workdir, extra)
         if proc.poll() is None and _answers(found):
             break
         proc.kill()

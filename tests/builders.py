@@ -7,6 +7,7 @@ import uuid
 from datetime import UTC, datetime
 
 from work365_fn.rules import Decision, World
+from work365_fn.rules.landing import LandingRules
 from work365_fn.rules.model import (
     AssociationSetting,
     BillingContract,
@@ -70,9 +71,15 @@ def a_contract(
     active: bool = True,
     id: str | None = None,
     name: str = "Contoso Licences",
+    columns: dict[str, object] | None = None,
 ) -> BillingContract:
     return BillingContract(
-        id=id or new_id(), account_id=account_id, is_default=default, active=active, name=name
+        id=id or new_id(),
+        account_id=account_id,
+        is_default=default,
+        active=active,
+        name=name,
+        columns=tuple((columns or {}).items()),
     )
 
 
@@ -87,6 +94,7 @@ def a_world(
     provider_accounts: list[ProviderAccount] | None = None,
     contracts: list[BillingContract] | None = None,
     create_missing: bool = False,
+    landing: LandingRules | None = None,
 ) -> World:
     """By default: one new, mapped subscription whose Account has one active default."""
     return World(
@@ -98,6 +106,7 @@ def a_world(
         ),
         contracts=contracts if contracts is not None else [_DEFAULT_CONTRACT],
         create_missing=create_missing,
+        landing=landing,
     )
 
 

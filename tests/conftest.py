@@ -1,5 +1,5 @@
 """Fixtures shared by every test folder."""
 
-from tests.azurite import azurite, storage
+from tests.azurite import azurite, azurite_oauth, storage
 
-__all__ = ["azurite", "storage"]
+__all__ = ["azurite", "azurite_oauth", "storage"]

@@ -15,7 +15,13 @@
     exception text, whatever logged it (msal and urllib3 at DEBUG included).
   It also adds `RunContextFilter` to the handlers present then, which sets `run_id` and
   `correlation_id` attributes on each record (custom dimensions where a host forwards them).
-- `log_summary(summary)`: the run summary as one structured record (counts, not the list).
+- `log_summary(summary)`: the run summary as one structured record (counts, not the list),
+  with one sentence in the run's mood after it ("dry run: nothing written, ...: 6 would be
+  assigned, ..."), and the counts and ids as flat `work365.*` attributes of the record
+  (`summary_dimensions`), the names infra/workbook.json and infra/alerts/ query as
+  customDimensions.
+- `count_request(service)`: each HTTP request a run sends, counted per service in the run's
+  context (`run_requests()`), for the `work365.requests.<service>` dimensions.
 """
 
 from __future__ import annotations
@@ -30,6 +36,8 @@ from concurrent.futures import Executor, Future
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from work365_fn.rules.summary import run_sentence
+
 if TYPE_CHECKING:
     from work365_fn.rules.summary import RunSummary
 
@@ -40,6 +48,28 @@ T = TypeVar("T")
 _RUN_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("work365_run_id", default=None)
 _CORRELATION_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "work365_correlation_id", default=None
+)
+
+
+class _RequestCounts:
+    """Requests per service of one run; the run's worker threads share it (their contexts are
+    copies of the run's, holding this same object)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: dict[str, int] = {}
+
+    def add(self, service: str) -> None:
+        with self._lock:
+            self._counts[service] = self._counts.get(service, 0) + 1
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._counts)
+
+
+_REQUESTS: contextvars.ContextVar[_RequestCounts | None] = contextvars.ContextVar(
+    "work365_requests", default=None
 )
 
 REDACTED = "<redacted>"
@@ -118,11 +148,26 @@ def run_context(run_id: str, correlation_id: str | None = None) -> Iterator[None
     `submit_in_context`) carries these ids."""
     run_token = _RUN_ID.set(run_id)
     corr_token = _CORRELATION_ID.set(correlation_id or run_id)
+    requests_token = _REQUESTS.set(_RequestCounts())
     try:
         yield
     finally:
+        _REQUESTS.reset(requests_token)
         _CORRELATION_ID.reset(corr_token)
         _RUN_ID.reset(run_token)
+
+
+def count_request(service: str) -> None:
+    """One HTTP request sent to `service` by the current run (nothing outside a run)."""
+    counts = _REQUESTS.get()
+    if counts is not None:
+        counts.add(service)
+
+
+def run_requests() -> dict[str, int]:
+    """The current run's requests per service so far ({} outside a run)."""
+    counts = _REQUESTS.get()
+    return counts.snapshot() if counts is not None else {}
 
 
 def submit_in_context(pool: Executor, fn: Callable[..., T], *args: Any) -> Future[T]:
@@ -151,6 +196,13 @@ class RunContextFilter(logging.Filter):
         if getattr(record, "correlation_id", None) is None:
             corr = _CORRELATION_ID.get() or getattr(record, "run_id", None)
             setattr(record, "correlation_id", corr)  # noqa: B010
+        # The same under the names infra/workbook.json queries (docs/operations.md#monitoring).
+        for dimension, value in (
+            ("work365.runId", record.run_id),  # type: ignore[attr-defined]
+            ("work365.correlationId", record.correlation_id),  # type: ignore[attr-defined]
+        ):
+            if value is not None and getattr(record, dimension, None) is None:
+                setattr(record, dimension, value)
         return True
 
 
@@ -218,18 +270,75 @@ class RunLog(logging.LoggerAdapter[logging.Logger]):
 
 def log_summary(summary: RunSummary, logger: logging.Logger | None = None) -> None:
     """One structured record with the counts (not the per-subscription list: App Insights cuts
-    messages at 32 KB): `[run <id>] summary {...}`, with the dict as the `summary` attribute."""
-    log_summary_json(summary.log_line(), logger)
+    messages at 32 KB): `[run <id>] summary {...}; <sentence>`, with the dict as the `summary`
+    attribute. The sentence (`rules.summary.run_sentence`) says a dry run's counts in the
+    conditional: "dry run: nothing written, status succeeded: ... 6 would be assigned, ..."."""
+    log_summary_json(summary.log_line(), logger, requests=summary.requests)
 
 
-def log_summary_json(line: dict[str, Any], logger: logging.Logger | None = None) -> None:
-    """`log_summary` of a summary already in its JSON form (without `subscriptions`)."""
+def log_summary_json(
+    line: dict[str, Any],
+    logger: logging.Logger | None = None,
+    *,
+    requests: dict[str, int] | None = None,
+) -> None:
+    """`log_summary` of a summary already in its JSON form (without `subscriptions`);
+    `requests`: the run's HTTP requests per service, when counted."""
     run_id = line.get("runId")
     level = logging.INFO if line.get("status") == "succeeded" else logging.WARNING
     (logger or log).log(
         level,
-        "[run %s] summary %s",
+        "[run %s] summary %s; %s",
         run_id,
         json.dumps(line, separators=(",", ":")),
-        extra={"run_id": run_id, "summary": line},
+        run_sentence(line),
+        extra={"run_id": run_id, "summary": line, **summary_dimensions(line, requests)},
     )
+
+
+def summary_dimensions(
+    line: dict[str, Any], requests: dict[str, int] | None = None
+) -> dict[str, str | int]:
+    """The run's counts and ids as flat record attributes named `work365.<field>`: what
+    infra/workbook.json and infra/alerts/*.kql read as customDimensions["work365.status"] etc.
+
+    The Functions Python worker's own log forwarding sends the message only: `extra` fields do
+    not become customDimensions there
+    (https://github.com/Azure/azure-functions-python-worker/issues/1327, #1681); with
+    OpenTelemetry on (https://learn.microsoft.com/azure/azure-functions/opentelemetry-howto,
+    azure-monitor-opentelemetry), a record's extra attributes are exported as custom
+    properties (https://learn.microsoft.com/azure/azure-monitor/app/opentelemetry-add-modify).
+    So: flat names with scalar values (an attribute must be a string, number or boolean), and
+    the workbook falls back to the JSON in the message, which every record carries.
+    Booleans are "true"/"false" (customDimensions values are strings; KQL compares text)."""
+    counts = line.get("counts") or {}
+    dims: dict[str, str | int] = {
+        "work365.runId": str(line.get("runId") or ""),
+        "work365.status": str(line.get("status") or ""),
+        "work365.mode": str(line.get("mode") or ""),
+        "work365.dryRun": "true" if line.get("dryRun") else "false",
+    }
+    for name in SUMMARY_COUNTS:
+        value = counts.get(name, 0)
+        dims[f"work365.{name}"] = value if isinstance(value, int) else 0
+    for name in ("errors", "skippedCustomers", "warnings"):
+        listed = line.get(name)
+        dims[f"work365.{name}"] = len(listed) if isinstance(listed, list) else 0
+    by_reason = line.get("byReason")
+    for reason, count in by_reason.items() if isinstance(by_reason, dict) else ():
+        dims[f"work365.reason.{reason}"] = count if isinstance(count, int) else 0
+    for service, sent in sorted((requests or {}).items()):
+        dims[f"work365.requests.{service}"] = sent
+    return dims
+
+
+# The counts of the summary's `counts` object, in its order (rules/summary.py).
+SUMMARY_COUNTS = (
+    "customers",
+    "subscriptions",
+    "assigned",
+    "unassigned",
+    "unchanged",
+    "failed",
+    "created",
+)

@@ -4,46 +4,90 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from work365_fn.errors import InvalidSettingError, MissingSettingError
+from work365_fn import safe_json
+from work365_fn.errors import ConfigError, InvalidSettingError, MissingSettingError
 from work365_fn.rules.model import is_guid
+from work365_fn.rules.schedule import ScheduleError, schedule_period
 from work365_fn.rules.timestamps import parse_timestamp
 
 PUBLIC_AUTHORITY_HOST = "https://login.microsoftonline.com"
 PUBLIC_PARTNER_CENTER_URL = "https://api.partnercenter.microsoft.com"
 PARTNER_CENTER_SCOPE = "https://api.partnercenter.microsoft.com/.default"
+# How the app signs in (docs/identity.md): the app registration's secret or certificate, or no
+# secret at all: the Function App's managed identity (Dataverse), a federated identity credential
+# that trusts it (Partner Center). The identity's token for this resource is the assertion.
+DATAVERSE_AUTH_MODES = ("client-credentials", "managed-identity")
+PARTNER_CENTER_AUTH_MODES = ("client-credentials", "federated")
+ASSERTION_AUDIENCE = "api://AzureADTokenExchange"
+_STORAGE_ACCOUNT = re.compile(r"[a-z0-9]{3,24}")
+_IDENTITY_STORAGE = "AzureWebJobsStorage__"
 DEFAULT_SCHEDULE = "0 0 * * * *"  # NCRONTAB, hourly on the hour
 MIN_SIGNING_KEY_CHARS = 32
 _STORAGE_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
 # Numeric settings: ASCII digits (\d and int() take every script's), at most 18 of them (int()
 # refuses over 4300 digits with its own ValueError; every range here fits in 7).
 _INTEGER = re.compile(r"[0-9]{1,18}")
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _DECIMAL = re.compile(r"[0-9]{1,18}(?:\.[0-9]{1,18})?")
+_GUID_FORM = "a GUID like 00000000-0000-0000-0000-000000000000"
+# Stand-ins for a missing required value, so that every other setting is still read and checked
+# and the error lists every missing one at once; never returned in a Settings object.
+_MISSING_GUID = "00000000-0000-0000-0000-000000000000"
+_MISSING_URL = "https://missing.invalid"
+
+
+class MissingSettingsError(MissingSettingError):
+    """Several required settings are missing: every one in one message (`missing`), so a first
+    set-up is not a loop of one error at a time. `key`/`expected` are the first one's."""
+
+    def __init__(self, missing: Sequence[MissingSettingError]) -> None:
+        super().__init__(missing[0].key, missing[0].expected)
+        self.missing = tuple(missing)
+        listed = "; ".join(f"{m.key} (expected {m.expected})" for m in missing)
+        self.args = (f"{len(missing)} settings are not set: {listed}",)
 
 
 @dataclass(frozen=True)
 class Credential:
-    """An Entra app registration's client credential: a secret, or a certificate."""
+    """An Entra app registration's client credential: a secret, a certificate, or (`federated`)
+    a federated identity credential that trusts the app's managed identity (no secret)."""
 
     tenant_id: str
     client_id: str
     secret: str | None = field(default=None, repr=False)
     cert_path: str | None = None
     cert_thumbprint: str | None = None
+    federated: bool = False
+    # The secret's end date (<prefix>_CLIENT_SECRET_EXPIRES), when given: warned from 30 days
+    # before (rules/expiry.py). A certificate's is read from the PEM itself.
+    secret_expires: datetime | None = None
+    # The prefix of the settings it comes from (WORK365 or WORK365_PC), for messages.
+    source: str = field(default="WORK365", compare=False)
 
     def __repr__(self) -> str:  # never show the secret, even by accident
-        kind = "certificate" if self.cert_path else "secret"
+        kind = "federated" if self.federated else "certificate" if self.cert_path else "secret"
         return f"Credential(tenant_id={self.tenant_id!r}, client_id={self.client_id!r}, {kind})"
 
 
 @dataclass(frozen=True)
+class StorageIdentity:
+    """An identity-based storage connection (`AzureWebJobsStorage__*`, as the Functions host
+    reads it): the service URLs and the managed identity (None = the system-assigned one)."""
+
+    blob_url: str
+    queue_url: str
+    client_id: str | None = None
+
+
+@dataclass(frozen=True)
 class Settings:
-    dataverse_credential: Credential
+    dataverse_credential: Credential | None  # None: WORK365_DATAVERSE_AUTH=managed-identity
     partner_center_credential: Credential
     dataverse_url: str
     authority_host: str = PUBLIC_AUTHORITY_HOST
@@ -51,6 +95,7 @@ class Settings:
     partner_center_scope: str = PARTNER_CENTER_SCOPE
     schedule: str = DEFAULT_SCHEDULE
     create_missing: bool = False
+    write_notes: bool = False  # a Dataverse note on each record this service assigns or creates
     associate_since: datetime | None = None
     connect_timeout: float = 10.0
     read_timeout: float = 60.0
@@ -67,10 +112,18 @@ class Settings:
     dataverse_max_requests_per_5min: int = 5000
     pc_max_requests_per_minute: int = 300
     schema_file: str | None = None
+    # WORK365_LANDING_RULES_FILE as given: a path, or the rules as inline JSON (starts with
+    # "{"). Read and checked at start by the composition root (rules/landing.py).
+    landing_rules: str | None = None
     ca_bundle: str | None = None
     # The app's own storage (run state, job queue, lease); None = none configured (CLI, sandbox).
     storage_connection: str | None = field(default=None, repr=False)
     storage_setting: str = "WORK365_STORAGE"  # which key it came from, for error messages
+    # Without a connection string: the account's URLs and the managed identity (no key).
+    storage_identity: StorageIdentity | None = None
+    # The user-assigned managed identity for Dataverse (managed-identity) and as the assertion of
+    # Partner Center's federated credential (docs/identity.md).
+    managed_identity_client_id: str | None = None
     run_signing_key: str | None = field(default=None, repr=False)
     # The key before the last rotation: links it signed stay good until they expire (signing.py).
     run_signing_key_previous: str | None = field(default=None, repr=False)
@@ -82,6 +135,8 @@ class Settings:
     notify_url: str | None = field(default=None, repr=False)
     notify_format: str = "teams"  # teams | json
     report_url: str | None = None
+    # The app's public https address, for the signed report links of the card (None: unknown).
+    public_url: str | None = None
     batch_size: int = 100
     incremental_overlap_hours: float = 6.0
     full_sync_every_hours: float = 24.0
@@ -109,14 +164,20 @@ class Settings:
         env: Mapping[str, str] | None = None,
         *,
         overrides: Mapping[str, str] | None = None,
+        defaults: Mapping[str, str] | None = None,
     ) -> Settings:
-        """Read every WORK365_* setting. `overrides` win (the sandbox supplies connections)."""
-        source: dict[str, str] = dict(os.environ if env is None else env)
+        """Read every WORK365_* setting. `defaults` (the `Values` of a local.settings.json,
+        `read_local_settings`) fill in what the environment leaves unset or empty, as Core Tools
+        does; `overrides` win over both (the sandbox supplies connections)."""
+        source: dict[str, str] = dict(defaults or {})
+        environment = os.environ if env is None else env
+        source.update({k: v for k, v in environment.items() if v.strip() or k not in source})
         if overrides:
             source.update(overrides)
         r = _Reader(source)
-        # One step per group, in this order (the first bad setting is the one reported).
-        return cls(
+        # One step per group, in this order: the first malformed setting is the one reported;
+        # every missing required one is collected and reported together.
+        fields = {
             **_credentials(r),
             **_endpoints(r),
             **_sync_rules(r),
@@ -125,34 +186,78 @@ class Settings:
             **_app_state(r),
             **_notifications(r),
             **_run_sizes(r),
+        }
+        if r.missing:
+            raise r.missing[0] if len(r.missing) == 1 else MissingSettingsError(r.missing)
+        return cls(**fields)
+
+
+def read_local_settings(path: str) -> dict[str, str]:
+    """The `Values` of a local.settings.json (the file Azure Functions Core Tools reads for
+    `func start`), for `Settings.from_env(defaults=...)`. A ConfigError naming the file and the
+    fix when it cannot be read, is not JSON, is encrypted or has no string `Values`.
+    https://learn.microsoft.com/azure/azure-functions/functions-develop-local#local-settings-file"""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(1_000_001)
+    except OSError as exc:
+        raise ConfigError(f"--settings {path}: cannot read it ({exc.strerror or exc})") from None
+    if len(data) > 1_000_000:
+        raise ConfigError(f"--settings {path}: over 1 MB, not a local.settings.json")
+    try:
+        document = safe_json.loads(data, f"--settings {path}")
+    except safe_json.JsonInputError as exc:
+        raise ConfigError(str(exc)) from None
+    if not isinstance(document, dict) or not isinstance(document.get("Values"), dict):
+        raise ConfigError(
+            f'--settings {path}: expected a local.settings.json, an object with "Values": {{...}}'
         )
+    if document.get("IsEncrypted") is True:
+        raise ConfigError(
+            f"--settings {path}: its Values are encrypted (IsEncrypted: true): run "
+            "`func settings decrypt` first"
+        )
+    values: dict[str, str] = document["Values"]
+    bad = [key for key, value in values.items() if not isinstance(value, str)]
+    if bad:  # Core Tools takes strings only; the value is not echoed (it may be a secret)
+        raise ConfigError(f"--settings {path}: Values.{bad[0]} must be a string")
+    return values
 
 
 def _credentials(r: _Reader) -> dict[str, Any]:
-    """The app registrations (Partner Center's defaults to Dataverse's) and the storage
-    connection: every secret the app holds."""
+    """The app registrations (Partner Center's defaults to Dataverse's), the managed identity
+    and the storage connection: every secret the app holds, or the identity that replaces it."""
+    dv_auth = r.choice("WORK365_DATAVERSE_AUTH", DATAVERSE_AUTH_MODES, DATAVERSE_AUTH_MODES[0])
+    pc_auth = r.choice("WORK365_PC_AUTH", PARTNER_CENTER_AUTH_MODES, PARTNER_CENTER_AUTH_MODES[0])
     tenant = r.guid("WORK365_TENANT_ID")
     client = r.guid("WORK365_CLIENT_ID")
-    shared = r.credential("WORK365", tenant, client)
     pc_tenant = r.optional_guid("WORK365_PC_TENANT_ID") or tenant
     pc_client = r.optional_guid("WORK365_PC_CLIENT_ID")
-    pc_credential = (
-        r.credential("WORK365_PC", pc_tenant, pc_client)
-        if pc_client
-        else Credential(
-            tenant_id=pc_tenant,
-            client_id=client,
-            secret=shared.secret,
-            cert_path=shared.cert_path,
-            cert_thumbprint=shared.cert_thumbprint,
-        )
-    )
+    secret_needed = dv_auth == "client-credentials" or (pc_auth != "federated" and not pc_client)
+    shared = r.credential("WORK365", tenant, client) if secret_needed else None
+    if pc_auth == "federated":
+        pc_credential = Credential(pc_tenant, pc_client or client, federated=True)
+    elif pc_client:
+        pc_credential = r.credential("WORK365_PC", pc_tenant, pc_client)
+    else:
+        pc_credential = replace(shared or Credential(tenant, client), tenant_id=pc_tenant)
     storage_key, storage = r.storage_connection()
+    storage_identity = None if storage else r.storage_identity()
+    uses_identity = dv_auth == "managed-identity" or pc_auth == "federated"
+    identity_client = (
+        r.guid("WORK365_MANAGED_IDENTITY_CLIENT_ID")
+        if uses_identity
+        else r.optional_guid("WORK365_MANAGED_IDENTITY_CLIENT_ID")
+    )
+    if uses_identity or storage_identity is not None:
+        r.identity_endpoint()
     return {
-        "dataverse_credential": shared,
+        "dataverse_credential": shared if dv_auth == "client-credentials" else None,
         "partner_center_credential": pc_credential,
         "storage_connection": storage,
         "storage_setting": storage_key,
+        "storage_identity": storage_identity,
+        "managed_identity_client_id": identity_client,
     }
 
 
@@ -176,6 +281,7 @@ def _sync_rules(r: _Reader) -> dict[str, Any]:
     return {
         "schedule": r.schedule("WORK365_SYNC_SCHEDULE", DEFAULT_SCHEDULE),
         "create_missing": r.boolean("WORK365_CREATE_MISSING", False),
+        "write_notes": r.boolean("WORK365_WRITE_NOTES", False),
         "associate_since": r.timestamp("WORK365_ASSOCIATE_SINCE"),
     }
 
@@ -202,9 +308,10 @@ def _http_limits(r: _Reader) -> dict[str, Any]:
 
 
 def _files(r: _Reader) -> dict[str, Any]:
-    """Local files: a schema override and a CA bundle."""
+    """Local files: a schema override, the landing rules and a CA bundle."""
     return {
         "schema_file": r.optional("WORK365_SCHEMA_FILE"),
+        "landing_rules": r.optional("WORK365_LANDING_RULES_FILE"),
         "ca_bundle": r.existing_file("WORK365_CA_BUNDLE"),
     }
 
@@ -229,7 +336,22 @@ def _notifications(r: _Reader) -> dict[str, Any]:
         "notify_url": r.link("WORK365_NOTIFY_URL", "a Teams Workflows or Power Automate URL"),
         "notify_format": r.choice("WORK365_NOTIFY_FORMAT", ("teams", "json"), "teams"),
         "report_url": r.link("WORK365_REPORT_URL", "the URL admins open to see the report"),
+        "public_url": _public_url(r),
     }
+
+
+def _public_url(r: _Reader) -> str | None:
+    """WORK365_PUBLIC_URL, else the https address App Service gives the app (WEBSITE_HOSTNAME,
+    set by the platform), else None."""
+    configured = r.link(
+        "WORK365_PUBLIC_URL", "the Function App's address, https://<app>.azurewebsites.net"
+    )
+    if configured is not None:
+        return configured.rstrip("/")
+    host = r.optional("WEBSITE_HOSTNAME")
+    if host is None or not re.fullmatch(r"[A-Za-z0-9.-]+(:[0-9]{1,5})?", host):
+        return None
+    return f"https://{host}"
 
 
 def _run_sizes(r: _Reader) -> dict[str, Any]:
@@ -245,24 +367,39 @@ def _run_sizes(r: _Reader) -> dict[str, Any]:
     }
 
 
+_UNRESOLVED_REFERENCE = "@Microsoft.KeyVault("
+_UNRESOLVED_HINT = (
+    "a value, not an unresolved Key Vault reference (check that the vault holds the secret "
+    "and that keyVaultReferenceIdentity has Key Vault Secrets User on it)"
+)
+
+
 class _Reader:
     def __init__(self, env: Mapping[str, str]) -> None:
         self._env = env
+        self.missing: list[MissingSettingError] = []
 
     def optional(self, key: str) -> str | None:
         value = self._env.get(key, "").strip()
+        if value.startswith(_UNRESOLVED_REFERENCE):
+            # App Service passes the reference text through when it cannot resolve it
+            # ("If a reference isn't resolved properly, the reference string is used instead",
+            # https://learn.microsoft.com/azure/app-service/app-service-key-vault-references):
+            # taken as a value it would be a 40-character "signing key" anyone can read.
+            raise InvalidSettingError(key, _UNRESOLVED_HINT)
         return value or None
 
-    def required(self, key: str, expected: str) -> str:
-        value = self.optional(key)
-        if value is None:
-            raise MissingSettingError(key, expected)
-        return value
+    def lack(self, key: str, expected: str) -> None:
+        """A required setting is not set: noted, reported with every other one at the end."""
+        self.missing.append(MissingSettingError(key, expected))
 
     def guid(self, key: str) -> str:
-        value = self.required(key, "a GUID like 00000000-0000-0000-0000-000000000000")
+        value = self.optional(key)
+        if value is None:
+            self.lack(key, _GUID_FORM)
+            return _MISSING_GUID
         if not is_guid(value):
-            raise InvalidSettingError(key, "a GUID like 00000000-0000-0000-0000-000000000000")
+            raise InvalidSettingError(key, _GUID_FORM)
         return value.lower()
 
     def optional_guid(self, key: str) -> str | None:
@@ -275,27 +412,50 @@ class _Reader:
         if cert_path or thumbprint:
             if not (cert_path and thumbprint):
                 missing = f"{prefix}_CERT_PATH" if not cert_path else f"{prefix}_CERT_THUMBPRINT"
-                raise MissingSettingError(
-                    missing, "both the certificate PEM path and its SHA-1 thumbprint"
-                )
+                self.lack(missing, "both the certificate PEM path and its SHA-1 thumbprint")
+                return Credential(tenant, client)
             clean = thumbprint.replace(":", "")
             if len(clean) != 40 or any(c not in "0123456789abcdefABCDEF" for c in clean):
                 raise InvalidSettingError(
                     f"{prefix}_CERT_THUMBPRINT", "40 hexadecimal digits (SHA-1 thumbprint)"
                 )
-            return Credential(tenant, client, cert_path=cert_path, cert_thumbprint=clean.upper())
+            return Credential(
+                tenant,
+                client,
+                cert_path=cert_path,
+                cert_thumbprint=clean.upper(),
+                source=prefix,
+            )
         if secret is None:
-            raise MissingSettingError(
+            self.lack(
                 f"{prefix}_CLIENT_SECRET",
                 f"the app registration's client secret (or set {prefix}_CERT_PATH and "
                 f"{prefix}_CERT_THUMBPRINT for a certificate)",
             )
-        return Credential(tenant, client, secret=secret)
+        expires = self.end_date(f"{prefix}_CLIENT_SECRET_EXPIRES")
+        return Credential(tenant, client, secret=secret, secret_expires=expires, source=prefix)
+
+    def end_date(self, key: str) -> datetime | None:
+        """A credential's end date: an ISO date (2026-12-31, taken as that day's first moment
+        in UTC, so the warning never comes late) or an ISO timestamp."""
+        value = self.optional(key)
+        if value is None:
+            return None
+        day = _DATE.fullmatch(value)
+        parsed = parse_timestamp(value + "T00:00:00Z" if day else value)
+        if parsed is None:
+            raise InvalidSettingError(
+                key,
+                "the client secret's end date as an ISO date like 2026-12-31 (or a timestamp "
+                "like 2026-12-31T00:00:00Z), as the app registration shows it",
+            )
+        return parsed
 
     def https_url(self, key: str, example: str, default: str | None = None) -> str:
         value = self.optional(key) or default
         if value is None:
-            raise MissingSettingError(key, f"an https URL like {example}")
+            self.lack(key, f"an https URL like {example}")
+            return _MISSING_URL
         parts = urlsplit(value)
         if parts.scheme != "https" or not parts.hostname or parts.query or parts.fragment:
             raise InvalidSettingError(key, f"an https URL like {example}")
@@ -362,11 +522,15 @@ class _Reader:
         return int(self.number(key, default, low, high, integer=True))
 
     def schedule(self, key: str, default: str) -> str:
+        """Six NCRONTAB fields that rules/schedule.py can read (the health check measures the
+        runs' age against the schedule's longest gap)."""
         value = self.optional(key) or default
-        if len(value.split()) != 6:
+        try:
+            schedule_period(value)
+        except ScheduleError as exc:
             raise InvalidSettingError(
-                key, "a six-field NCRONTAB expression like '0 0 * * * *' (hourly)"
-            )
+                key, f"a six-field NCRONTAB expression like '0 0 * * * *' (hourly): {exc}"
+            ) from None
         return value
 
     def existing_file(self, key: str) -> str | None:
@@ -400,6 +564,70 @@ class _Reader:
                 )
             return key, value
         return "WORK365_STORAGE", None
+
+    def storage_identity(self) -> StorageIdentity | None:
+        """`AzureWebJobsStorage__accountName` or `__blobServiceUri` + `__queueServiceUri`, with
+        `__credential=managedidentity` and `__clientId`: the Functions host's identity-based
+        connection (https://learn.microsoft.com/azure/azure-functions/functions-reference
+        #connecting-to-host-storage-with-an-identity). None when none of them is set."""
+        p = _IDENTITY_STORAGE
+        keys = ("accountName", "blobServiceUri", "queueServiceUri", "credential", "clientId")
+        if not any(self.optional(p + k) for k in keys):
+            return None
+        credential = self.optional(p + "credential")
+        if credential is not None and credential.lower() != "managedidentity":
+            raise InvalidSettingError(
+                p + "credential", "managedidentity (the app uses its managed identity for storage)"
+            )
+        account = self.optional(p + "accountName")
+        if account is not None and not _STORAGE_ACCOUNT.fullmatch(account):
+            raise InvalidSettingError(p + "accountName", "3-24 lower-case letters and digits")
+        urls = []
+        for service in ("blob", "queue"):
+            url = self._service_url(p + f"{service}ServiceUri")
+            if url is None and account is not None:
+                url = f"https://{account}.{service}.core.windows.net"
+            urls.append(url)
+        if urls[0] is None or urls[1] is None:
+            self.lack(
+                p + "accountName",
+                f"the storage account name (or both {p}blobServiceUri and {p}queueServiceUri)",
+            )
+            return None
+        return StorageIdentity(urls[0], urls[1], self.optional_guid(p + "clientId"))
+
+    def _service_url(self, key: str) -> str | None:
+        value = self.optional(key)
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme != "https" or not parts.hostname or parts.query or parts.fragment:
+            # a token is never sent over http (the storage SDK refuses it too)
+            raise InvalidSettingError(
+                key, "an https URL like https://<account>.blob.core.windows.net"
+            )
+        return value.rstrip("/")
+
+    def identity_endpoint(self) -> None:
+        """The managed-identity endpoint that App Service and Functions set in the process
+        environment when an identity is assigned. MSAL and azure-identity read IDENTITY_ENDPOINT
+        and IDENTITY_HEADER from os.environ themselves (no parameter takes them): checked here so
+        that a missing one fails at start, naming it, rather than at the first token."""
+        endpoint = self.optional("IDENTITY_ENDPOINT")
+        expected = (
+            "the managed-identity endpoint Azure sets when the Function App has an identity "
+            "(assign the user-assigned identity to the app; locally, `sandbox serve` prints one)"
+        )
+        if endpoint is None:
+            self.lack("IDENTITY_ENDPOINT", expected)
+        else:
+            parts = urlsplit(endpoint)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise InvalidSettingError("IDENTITY_ENDPOINT", expected)
+        if self.optional("IDENTITY_HEADER") is None:
+            self.lack(
+                "IDENTITY_HEADER", "the header secret Azure sets with the managed-identity endpoint"
+            )
 
     def signing_key(self, key: str) -> str | None:
         value = self.optional(key)

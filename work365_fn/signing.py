@@ -55,6 +55,17 @@ class Verdict:
 INVALID = Verdict(LinkCheck.INVALID)
 
 
+# What each kind of link signs (the resource is inside the MAC, so a link of one kind never
+# opens another): a run's status URL `runs/<run id>` (entrypoints/functions/runs.py), and the
+# report page of a run, `report-page/<run id>` (the Teams card's "Open the report").
+REPORT_PAGE = "report-page"
+
+
+def report_page_resource(run_id: str) -> str:
+    """What a report-page link signs: `report-page/<run id in lower case>`."""
+    return f"{REPORT_PAGE}/{run_id.lower()}"
+
+
 def key_id(key: str) -> str:
     """The id a link carries of the key that signed it: a digest prefix, never the key."""
     return hashlib.sha256(key.encode("utf-8")).hexdigest()[:KEY_ID_CHARS]

@@ -44,6 +44,11 @@ from .shape import assert_shape
 
 SCHEMA = Schema()
 SUBS = SCHEMA.subscription
+# Formatted values: a lookup's `_x_value@OData.Community.Display.V1.FormattedValue` is the related
+# row's primary name, sent only when the Prefer header asks for it.
+# https://learn.microsoft.com/power-apps/developer/data-platform/webapi/query/select-columns#formatted-values
+FORMATTED = "OData.Community.Display.V1.FormattedValue"
+FORMATTED_PREFER = f'odata.maxpagesize=5000,odata.include-annotations="{FORMATTED}"'
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 READ_HEADERS = {**doc.ODATA_HEADERS, **AUTH}
 WRITE_HEADERS = {**doc.ODATA_HEADERS, "Content-Type": "application/json; charset=utf-8", **AUTH}
@@ -141,7 +146,7 @@ def test_client_sends_in_with_the_plain_column_name(
     rsps.get(
         f"{doc.API}{pa.entity_set}",
         match=[
-            matchers.header_matcher({**READ_HEADERS, "Prefer": "odata.maxpagesize=5000"}),
+            matchers.header_matcher({**READ_HEADERS, "Prefer": FORMATTED_PREFER}),
             matchers.query_param_matcher(
                 {"$filter": doc.in_filter(pa.customer_id, [CUS[1], CUS[2]])}, strict_match=False
             ),
@@ -155,6 +160,7 @@ def test_client_sends_in_with_the_plain_column_name(
                     pa.id: ROW,
                     pa.name: "Litware, Inc. (sample)",
                     pa.customer_id: CUS[1],
+                    f"_{pa.account}_value@{FORMATTED}": "Litware Account",
                     f"_{pa.account}_value": doc.LOOKUP_ROW["_primarycontactid_value"],
                 }
             ],
@@ -165,9 +171,10 @@ def test_client_sends_in_with_the_plain_column_name(
         [CUS[2], CUS[1].upper()]
     )
 
-    assert (found.customer_id, found.account_id) == (
+    assert (found.customer_id, found.account_id, found.account_name) == (
         CUS[1],
         doc.LOOKUP_ROW["_primarycontactid_value"],
+        "Litware Account",
     )
 
 
@@ -1398,3 +1405,45 @@ def test_emulator_answers_retrieve_audit_details(dataverse: Service) -> None:
     )
     assert set(body["AuditDetail"]) == set(documented["AuditDetail"])  # no AuditRecord
     assert body["AuditDetail"]["NewValue"][setting.associate_default] is False
+
+
+def _contracts_of_contoso(dataverse: Service, prefer: str | None) -> list[dict[str, Any]]:
+    t = SCHEMA.billing_contract
+    response = dataverse(
+        "GET",
+        f"{t.entity_set}?$select={t.name},_{t.account}_value"
+        f"&$filter={doc.in_filter(t.account, [ACC[1]])}",
+        headers={"Prefer": prefer} if prefer else None,
+    )
+    assert response.status_code == 200, response.text
+    return list(_json(response)["value"])
+
+
+@pytest.mark.parametrize("prefer", [FORMATTED_PREFER, 'odata.include-annotations="*"'])
+def test_emulator_names_a_lookup_with_its_formatted_value_when_asked(
+    dataverse: Service, prefer: str
+) -> None:
+    t = SCHEMA.billing_contract
+    rows = _contracts_of_contoso(dataverse, prefer)
+    assert {r[f"_{t.account}_value@{FORMATTED}"] for r in rows} == {"Contoso"}
+    assert {r[f"_{t.account}_value"] for r in rows} == {ACC[1]}
+
+
+def test_emulator_sends_no_formatted_value_unless_asked(dataverse: Service) -> None:
+    rows = _contracts_of_contoso(dataverse, "odata.maxpagesize=10")
+    assert rows
+    assert not [k for r in rows for k in r if k.endswith(f"@{FORMATTED}")]
+
+
+def test_emulator_names_a_lookup_in_a_batch_get_only_when_that_part_asks(
+    dataverse: Service,
+) -> None:
+    select = f"$select={SUBS.name},_{SUBS.account}_value"
+    url = f"/api/data/v9.2/{SUBS.entity_set}({REC[3]})?{select}"
+    asked = doc.request_part("GET", url, headers={"Prefer": FORMATTED_PREFER})
+    response = _send_batch(dataverse, [asked, doc.request_part("GET", url)])
+
+    assert response.status_code == 200, response.text
+    first, second = multipart.parse(response.headers["Content-Type"], response.content)
+    assert first.json()[f"_{SUBS.account}_value@{FORMATTED}"] == "Fabrikam"
+    assert f"_{SUBS.account}_value@{FORMATTED}" not in second.json()

@@ -122,7 +122,9 @@ def test_diagnose_bad_input_is_a_400_naming_the_field(params: dict[str, str], fi
 def test_diagnose_without_settings_is_a_500_naming_the_key() -> None:
     resp = function_app.diagnose_http(get("diagnose", {"customerId": CONTOSO}))
     assert resp.status_code == 500
-    assert "WORK365_TENANT_ID is not set" in answer(resp)["message"]
+    message = answer(resp)["message"]
+    assert "settings are not set: WORK365_TENANT_ID" in message
+    assert "WORK365_DATAVERSE_URL" in message  # every missing one at once
 
 
 # ---- report --------------------------------------------------------------------------------

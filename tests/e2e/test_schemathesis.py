@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -21,6 +22,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +34,10 @@ from tests.azurite import StorageNames
 from tests.e2e.async_support import App
 from tests.e2e.host import LocalHost, http_functions, load_function_app
 from tests.e2e.test_openapi import SPEC, SPEC_PATH, conforms
+from work365_fn.adapters.schema import Schema
 from work365_fn.adapters.storage import BlobRunStore
 from work365_fn.sandbox import Sandbox, Scenario
+from work365_fn.signing import LinkSigner, report_page_resource
 
 # The fuzzing budget (docs/reliability-and-security.md quotes these figures).
 SEED = 20261130
@@ -220,6 +224,11 @@ def schemathesis(
 def test_schemathesis_finds_no_5xx_and_every_answer_conforms_to_the_openapi_file(
     served: Served, tmp_path: Path
 ) -> None:
+    # A good run first: without one, GET /health answers 503 (no-run-yet), by design.
+    first = requests.post(
+        f"{served.host.url}/sync", json={}, headers={"x-functions-key": FUNCTION_KEY}, timeout=60
+    )
+    assert first.status_code == 200, first.text
     run = schemathesis(SPEC_PATH, served.host.url, tmp_path)
     answers = sum(served.host.answers.values())
     statuses = sorted({status for (_, _, status) in served.host.answers})
@@ -301,7 +310,9 @@ class Caller:
         key: bool = True,
         url: str | None = None,
     ) -> requests.Response:
-        route = "/runs/{runId}" if path.startswith("/runs/") else path
+        # /runs/<id> -> /runs/{runId}, /runs/<id>/undo -> /runs/{runId}/undo, /records/<id>
+        route = re.sub(r"^/runs/[^/]*", "/runs/{runId}", path)
+        route = re.sub(r"^/records/[^/]+$", "/records/{recordId}", route)
         headers = {"x-functions-key": FUNCTION_KEY} if key else {}
         if json_body is not None:
             data = json.dumps(json_body).encode()
@@ -321,6 +332,11 @@ class Caller:
         )
         if expect == 401:  # the host's answer: no body, the function never ran
             assert response.content == b"", where
+        elif response.headers["Content-Type"].startswith("text/html"):  # the report page
+            declared = SPEC["paths"][route][method.lower()]["responses"][str(expect)]
+            for header in declared.get("headers", {}):
+                assert header in response.headers, f"{where}: no {header} header"
+            assert response.headers["Content-Security-Policy"].startswith("default-src 'none'")
         else:
             assert response.headers["Content-Type"].startswith("application/json"), where
             conforms(
@@ -365,6 +381,17 @@ def test_every_documented_status_code_is_reachable_through_the_host(served: Serv
     call("GET", "/report", 200)
     call("GET", "/report", 202, params={"async": "true"})
     call("GET", "/report", 400, params={"async": "maybe"})
+    call("GET", "/report", 200, params={"format": "html"})
+    page_run = str(uuid.uuid4())
+    page_sig = LinkSigner(
+        SIGNING_KEY, lifetime=timedelta(hours=1), clock=lambda: datetime.now(UTC)
+    ).sign(report_page_resource(page_run))
+    page = f"/runs/{page_run}/report"
+    call("GET", page, 200, params={"sig": page_sig}, key=False)
+    call("GET", "/runs/not-a-guid/report", 400, params={"sig": page_sig}, key=False)
+    call("GET", page, 403, params={"sig": "wrong"}, key=False)
+    with served.settings(WORK365_RUN_SIGNING_KEY=None):
+        call("GET", page, 500, params={"sig": page_sig}, key=False)
     call("GET", "/report", 401, key=False)
     with served.settings(**misconfigured):
         call("GET", "/report", 500)
@@ -379,13 +406,45 @@ def test_every_documented_status_code_is_reachable_through_the_host(served: Serv
     with served.settings(**misconfigured):
         call("POST", "/backfill", 500, json_body={})
 
+    # POST /records and POST /records/{recordId} (docs/events.md): an unknown record is a 404
+    # item inside a 200; the webhook's body (a RemoteExecutionContext) is answered 503 with
+    # Retry-After while Dataverse throttles, so that its asynchronous step is tried again.
+    unknown = str(uuid.uuid4())
+    one = f"/records/{unknown}"
+    event = {
+        "MessageName": "Create",
+        "PrimaryEntityName": Schema().subscription.table,
+        "PrimaryEntityId": unknown,
+    }
+    answered = call("POST", "/records", 200, json_body={"recordIds": [unknown], "dryRun": True})
+    assert [e["code"] for e in answered.json()["errors"]] == ["record-not-found"]
+    call("POST", one, 200, json_body={"dryRun": True})
+    call("POST", "/records", 200, json_body=event)
+    call("POST", "/records", 400, json_body={"recordIds": []})
+    call("POST", one.replace(unknown, "not-a-guid"), 400, json_body={})
+    call("POST", "/records", 401, json_body={"recordIds": [unknown]}, key=False)
+    call("POST", one, 401, json_body={}, key=False)
+    call("POST", "/records", 413, data=big)
+    call("POST", one, 413, data=big)
+    with served.settings(**misconfigured):
+        call("POST", "/records", 500, json_body={"recordIds": [unknown]})
+        call("POST", one, 500, json_body={})
+    served.box.faults.add({"service": "dataverse", "kind": "429", "retryAfter": 120, "every": 1})
+    with served.settings(**down):
+        throttled = call("POST", "/records", 503, json_body=event)
+    served.box.faults.clear()
+    assert throttled.headers["Retry-After"] == "120"
+
     # Dataverse down (after retries): 502 from every endpoint that reads it
     served.box.faults.add({"service": "dataverse", "kind": "503", "every": 1})
     with served.settings(**down):
         call("POST", "/sync", 502, json_body={"dryRun": True})
         call("GET", "/diagnose", 502, params={"customerId": CONTOSO})
         call("GET", "/report", 502)
+        call("GET", page, 502, params={"sig": page_sig}, key=False)
         call("POST", "/backfill", 502, json_body={})
+        call("POST", "/records", 502, json_body={"recordIds": [unknown]})
+        call("POST", one, 502, json_body={})
     served.box.faults.clear()
 
     # GET /runs/{runId}: the status URL (no function key) of the backfill queued above
@@ -412,6 +471,32 @@ def test_every_documented_status_code_is_reachable_through_the_host(served: Serv
         call("GET", "/runs/", 502, url=location, key=False)
     BlobRunStore(served.app.app_storage().container()).delete(run_id, "state")
     call("GET", "/runs/", 404, url=location, key=False)  # a valid sig, no such run (any more)
+
+    # POST /runs/{runId}/undo: the backfill run above wrote one record
+    undo = f"/runs/{run_id}/undo"
+    call("POST", undo, 200, json_body={})
+    call("POST", undo, 202, json_body={"async": True})
+    call("POST", undo, 400, json_body={"apply": 1})
+    call("POST", undo, 401, json_body={}, key=False)
+    call("POST", f"/runs/{uuid.uuid4()}/undo", 404, json_body={})
+    call("POST", undo, 413, data=big)
+    with served.settings(**misconfigured):
+        call("POST", undo, 500, json_body={})
+    served.box.faults.add({"service": "dataverse", "kind": "503", "every": 1})
+    with served.settings(**down):
+        call("POST", undo, 502, json_body={})
+    served.box.faults.clear()
+    undone = call("POST", undo, 200, json_body={"apply": True})
+    call("POST", f"/runs/{undone.json()['runId']}/undo", 409, json_body={})
+
+    # GET /health: 503 until a run is recorded (and with settings it cannot read), then 200
+    call("GET", "/health", 503)
+    call("GET", "/health", 400, params={"deep": "maybe"})
+    call("GET", "/health", 401, key=False)
+    with served.settings(**misconfigured):
+        call("GET", "/health", 503)
+    call("POST", "/sync", 200, json_body={})
+    call("GET", "/health", 200, params={"deep": "true"})
 
     assert served.host.errors == [], "\n".join(served.host.errors)
     missing = {

@@ -16,6 +16,7 @@ from tests.integration import demo
 from work365_fn.composition import Services
 from work365_fn.entrypoints.functions import handlers as triggers
 from work365_fn.rules import LISTED, Reason, count_groups
+from work365_fn.rules.summary import count_label
 from work365_fn.sandbox import Sandbox, Scenario
 from work365_fn.settings import Settings
 
@@ -50,14 +51,19 @@ def test_the_timer_posts_a_teams_card_of_what_was_left(box: Sandbox) -> None:
     card = json.loads(call.request.body)["attachments"][0]["content"]
     facts = {f["title"]: f["value"] for f in card["body"][2]["facts"]}
     want = count_groups(demo.reasons().elements())
-    assert (facts["assigned"], facts["unassigned"]) == (
+    labels = (count_label("assigned", dry_run=False), count_label("unassigned", dry_run=False))
+    assert (facts[labels[0]], facts[labels[1]]) == (
         str(want["assigned"]),
         str(want["unassigned"]),
     )
-    reasons = [f["title"] for f in card["body"][3]["facts"]]
+    listed = card["body"][3]["facts"]
+    reasons = [f["title"] for f in listed]
     assert sorted(reasons) == sorted(
         r for r in demo.reasons().elements() if Reason(r) in LISTED
     )  # every unassigned (or failed) subscription, by its reason
+    # ... by name, with its fix (issue 13)
+    names = {c.company_name for c in Scenario.builtin("demo").customers}
+    assert all(f["value"].split(":")[0] in names and ". Fix: " in f["value"] for f in listed)
 
 
 def test_a_webhook_that_keeps_failing_never_fails_the_timer_run(

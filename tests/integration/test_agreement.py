@@ -141,6 +141,43 @@ MAPPINGS = ("one", "one", "one", "none", "no-account", "two-same", "two-differen
 # A Partner Center subscription and its Dataverse record.
 RECORDS = ("new", "new", "new-no-account", "old", "assigned", "mismatched", "missing", "twice")
 SEEDS = range(20)
+# Seeds of scenarios with landing rules (`with_landing_rules`): the same generator, then the
+# rules, contract columns and Partner Center fields on top (the seeds above stay as they were).
+LANDING_SEEDS = range(100, 108)
+TIMING = "work365_billingtiming"
+ARREARS, IN_ADVANCE = ({"column": TIMING, "equals": v} for v in (2, 1))
+LANDING_RULES = {
+    "rules": [
+        {"name": "Azure plan", "when": {"product": "DZH318Z0BPS6"}, "contract": ARREARS},
+        {"name": "Add-ons", "when": {"isAddOn": True}, "contract": "parent"},
+        {"name": "Trials", "when": {"isTrial": True}, "action": "leave"},
+        {"name": "Licences", "when": {"billingType": "license"}, "contract": IN_ADVANCE},
+    ]
+}
+
+
+def with_landing_rules(seed: int) -> Json:
+    """generated(seed), with LANDING_RULES, a timing column on every contract, and Azure plans,
+    trials and add-ons among the subscriptions."""
+    raw = generated(seed)
+    rnd = random.Random(seed)
+    raw["landingRules"] = LANDING_RULES
+    for contract in raw["billingContracts"]:
+        contract["columns"] = {TIMING: rnd.choice([1, 2, 2])}
+    subs = [s for c in raw["partnerCenter"]["customers"] for s in c["subscriptions"]]
+    for sub in subs:
+        kind = rnd.choice(["licence", "azure", "trial", "add-on"])
+        if kind == "azure":
+            sub.update(offerId="DZH318Z0BPS6:0001:DZH318Z0BPS6", billingType="usage")
+        elif kind == "trial":
+            sub["isTrial"] = True
+        elif kind == "add-on":
+            sub["parentSubscriptionId"] = rnd.choice(subs)["id"]
+    return raw
+
+
+def scenario_of(seed: int) -> Json:
+    return with_landing_rules(seed) if seed in LANDING_SEEDS else generated(seed)
 
 
 def generated(seed: int) -> Json:
@@ -221,9 +258,9 @@ def _subscription(
         world.record(n, sub, account_id=account, created_on=NEW)
 
 
-@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("seed", [*SEEDS, *LANDING_SEEDS])
 def test_a_generated_scenario(seed: int, tmp_path: Path) -> None:
-    raw = generated(seed)
+    raw = scenario_of(seed)
     scenario = tmp_path / "scenario.json"
     scenario.write_text(json.dumps(raw, indent=1), encoding="utf-8")
     try:
@@ -236,7 +273,7 @@ def test_the_generated_scenarios_reach_every_reason() -> None:
     """Else the agreement above would say nothing of the reasons it never meets."""
     reached = {
         reason
-        for seed in SEEDS
-        for reason, _ in expected_reasons(parse_scenario(generated(seed))).values()
+        for seed in [*SEEDS, *LANDING_SEEDS]
+        for reason, _ in expected_reasons(parse_scenario(scenario_of(seed))).values()
     }
     assert reached == {reason.value for reason in Reason}

@@ -89,7 +89,8 @@ def test_the_generated_scenario_is_deterministic_and_the_formula_counts_it() -> 
     assert one.raw == two.raw
     assert one.records == 6000
     # tokens 3, customer pages 3, subscriptions 1200, setting 1 + cutoff 3, provider accounts
-    # 1, contracts 1, records 2 pages, metadata 3, batches ceil(writes / 100)
+    # 1, contracts 1, records 2 pages, metadata 3, batches ceil(writes / 100); the Account and
+    # contract names come with those reads (formatted values): no request of their own
     assert minimal_full(config, one) == 3 + 3 + 1200 + 4 + 1 + 1 + 2 + 3 + math.ceil(
         one.writes / 100
     )

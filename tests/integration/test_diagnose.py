@@ -114,7 +114,8 @@ def test_each_demo_subscription_gets_the_reason_its_scenario_lists(
             demo.COHO,
             # the contracts check fails too: rule 4 finds two defaults, not the one it needs
             ("contracts", "multiple-defaults"),
-            "Clear Is Default on one of: Coho Winery - Default, Coho Winery - Default (duplicate)",
+            "Clear Is Default on one of: Coho Winery - Default, Coho Winery - Default (duplicate), "
+            "so that exactly one stays the default.",
             ["Coho Winery - Default", "Coho Winery - Default (duplicate)"],
         ),
     ],

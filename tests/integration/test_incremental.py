@@ -233,8 +233,8 @@ def test_dry_and_scoped_runs_leave_the_watermark_alone(world: ScenarioBuilder, s
     scoped = run(services, mode="full", customer_ids=(ids["customer1"],))
     assert scoped.mode == "full"
     assert watermark(services) is None
-    # a scoped run reads only that customer's rows
-    assert box.counts()["partnerCenter"] == {"GET subscriptions": 1}
+    # a scoped run reads only that customer's rows, and its name (no full run kept the names)
+    assert box.counts()["partnerCenter"] == {"GET subscriptions": 1, "GET customer": 1}
     assert box.counts()["dataverse"]["GET work365_provideraccounts"] == 1  # In (customer ids)
 
 

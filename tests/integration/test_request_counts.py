@@ -41,6 +41,24 @@ def test_a_full_run_reads_dataverse_in_the_same_queries_whatever_the_size(
     assert (small_data["counts"]["assigned"], big_data["counts"]["assigned"]) == (2, 42)
     assert dataverse_reads(small_box.counts()) == dataverse_reads(big_box.counts())
     assert big_box.counts()["partnerCenter"] == {"GET customers": 1, "GET subscriptions": 6}
+    # the names of the Accounts and contracts come with those reads (formatted values)
+    assert "GET accounts" not in dataverse_reads(big_box.counts())
+    assert {r["accountName"] for r in big_data["subscriptions"]} == {
+        f"Account {n}" for n in range(1, 7)
+    }
+
+
+def test_the_names_come_with_the_reads_without_a_request_per_account(
+    world: ScenarioBuilder, start: Any
+) -> None:
+    tenant(world, 150, 1)
+    box = start(world.scenario())
+    data = sync(box, dry_run=True).to_json()
+    assert {r["accountName"] for r in data["subscriptions"]} == {
+        f"Account {n}" for n in range(1, 151)
+    }
+    assert {r["billingContractName"] for r in data["subscriptions"]} != {None}
+    assert "GET accounts" not in box.counts()["dataverse"]
 
 
 def test_page_size_alone_adds_record_pages(world: ScenarioBuilder, start: Any) -> None:
@@ -77,4 +95,21 @@ def test_a_scoped_run_reads_only_that_customers_rows_in_chunks(
     assert dv["GET work365_provideraccounts"] == 1
     assert dv["GET work365_billingcontracts"] == 1
     assert dv["POST $batch"] == 2
+    assert "GET accounts" not in dv  # the Account's name came with the reads
+    # no full run kept the customer names yet: one call for the one customer's name
+    assert box.counts()["partnerCenter"] == {"GET subscriptions": 1, "GET customer": 1}
+    assert {r["customerName"] for r in data["subscriptions"]} == {"Customer 1"}
+
+
+def test_a_scoped_run_after_a_full_run_names_its_customers_without_a_request(
+    world: ScenarioBuilder, start: Any
+) -> None:
+    customers = tenant(world, 3, 1)
+    box = start(world.scenario())
+    sync(box)  # lists every customer and keeps their names
+    box.reset_counts()
+
+    data = sync(box, customers=(customers[1],), dry_run=True).to_json()
+
+    assert {r["customerName"] for r in data["subscriptions"]} == {"Customer 2"}
     assert box.counts()["partnerCenter"] == {"GET subscriptions": 1}

@@ -26,6 +26,7 @@ from tests.builders import (
     only,
 )
 from work365_fn.rules import Action, Reason, plan
+from work365_fn.rules.landing import LandingRules, parse_landing_rules
 
 
 def test_new_mapped_subscription_gets_the_single_default() -> None:
@@ -217,6 +218,10 @@ def _off(s: Spec) -> None:
     s["setting"] = a_setting(enabled=False)
 
 
+def _unresolved(s: Spec) -> None:  # a record decided alone, its customer unknown
+    s["subscriptions"] = [a_subscription(customer_id="")]
+
+
 def _unmapped(s: Spec) -> None:
     s["provider_accounts"] = []
 
@@ -237,14 +242,47 @@ def _multiple(s: Spec) -> None:
     s["contracts"] = [a_contract(), a_contract()]
 
 
+TIMING = "work365_billingtiming"
+
+
+def _rule(then: dict[str, Any]) -> LandingRules:
+    return parse_landing_rules({"rules": [{"name": "every subscription", **then}]})
+
+
+_ARREARS = {"contract": {"column": TIMING, "equals": 2}}
+
+
+def _landing_rule(s: Spec) -> None:
+    s["landing"] = _rule(_ARREARS)
+    s["extra_contracts"] = [a_contract(default=False, columns={TIMING: 2})]
+
+
+def _no_landing_contract(s: Spec) -> None:
+    s["landing"] = _rule(_ARREARS)
+
+
+def _multiple_landing(s: Spec) -> None:
+    s["landing"] = _rule(_ARREARS)
+    s["extra_contracts"] = [a_contract(default=False, columns={TIMING: 2}) for _ in range(2)]
+
+
+def _excluded(s: Spec) -> None:
+    s["landing"] = _rule({"action": "leave"})
+
+
 CONDITIONS: list[tuple[Reason, Callable[[Spec], None]]] = [
     (Reason.NOT_SYNCED, _no_record),
     (Reason.ALREADY_ASSIGNED, _assigned),
     (Reason.EXISTING_SUBSCRIPTION, _existing),
     (Reason.SETTING_OFF, _off),
+    (Reason.UNRESOLVED_CUSTOMER, _unresolved),
     (Reason.UNMAPPED_CUSTOMER, _unmapped),
     (Reason.AMBIGUOUS_PROVIDER_ACCOUNT, _ambiguous),
     (Reason.ACCOUNT_MISMATCH, _mismatch),
+    (Reason.LANDING_RULE, _landing_rule),
+    (Reason.NO_LANDING_CONTRACT, _no_landing_contract),
+    (Reason.MULTIPLE_LANDING_CONTRACTS, _multiple_landing),
+    (Reason.EXCLUDED_BY_RULE, _excluded),
     (Reason.NO_DEFAULT_CONTRACT, _no_default),
     (Reason.MULTIPLE_DEFAULT_CONTRACTS, _multiple),
 ]
@@ -253,6 +291,19 @@ CONDITIONS: list[tuple[Reason, Callable[[Spec], None]]] = [
 EXCLUSIVE = {
     frozenset({Reason.UNMAPPED_CUSTOMER, Reason.AMBIGUOUS_PROVIDER_ACCOUNT}),
     frozenset({Reason.NO_DEFAULT_CONTRACT, Reason.MULTIPLE_DEFAULT_CONTRACTS}),
+    # One rules file at a time: the four landing reasons come from different rules.
+    *(
+        frozenset(pair)
+        for pair in itertools.combinations(
+            [
+                Reason.LANDING_RULE,
+                Reason.NO_LANDING_CONTRACT,
+                Reason.MULTIPLE_LANDING_CONTRACTS,
+                Reason.EXCLUDED_BY_RULE,
+            ],
+            2,
+        )
+    ),
 }
 
 
@@ -262,6 +313,9 @@ def _build(changes: list[Callable[[Spec], None]]) -> Any:
         change(spec)
     records = spec.pop("records", [spec["record"]])
     spec.pop("record")
+    extra = spec.pop("extra_contracts", [])
+    if extra:  # the landing rule's contracts, beside whatever the defaults are
+        spec["contracts"] = [*spec.get("contracts", a_world().contracts), *extra]
     return a_world(records=records, **spec)
 
 

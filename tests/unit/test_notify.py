@@ -24,7 +24,7 @@ from work365_fn.adapters.notify import (
 from work365_fn.errors import InvalidSettingError
 from work365_fn.rules import LISTED, Action, Decision, Reason
 from work365_fn.rules.model import AssociationSetting, PcSubscription
-from work365_fn.rules.summary import RunSummary
+from work365_fn.rules.summary import RunSummary, count_label
 from work365_fn.settings import Settings
 
 URL = "https://prod-01.westeurope.logic.azure.com/workflows/abc/triggers/manual/paths/invoke"
@@ -108,7 +108,7 @@ def test_an_unassigned_subscription_posts_an_adaptive_card() -> None:
     assert (card["type"], card["version"]) == ("AdaptiveCard", "1.4")
     assert "1 subscription(s) left unassigned, 0 failed" in card["body"][0]["text"]
     counts = {f["title"]: f["value"] for f in card["body"][2]["facts"]}
-    assert counts["unassigned"] == "1"
+    assert counts[count_label("unassigned", dry_run=False)] == "1"
     listed = card["body"][3]["facts"]
     assert [f["title"] for f in listed] == [d.reason for d in run.decisions if d.reason in LISTED]
     assert card["actions"] == [

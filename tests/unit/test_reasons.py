@@ -41,12 +41,22 @@ from work365_fn.rules import (
     plan,
 )
 from work365_fn.rules.fixes import Namer
+from work365_fn.rules.landing import LandingRules, parse_landing_rules
 from work365_fn.rules.model import Customer
 from work365_fn.rules.summary import RunSummary
 
 SPEC_PATH = Path(__file__).resolve().parents[2] / "openapi" / "work365-fn.swagger.json"
 REASON_VALUES = {reason.value for reason in Reason}
 NOW = datetime(2026, 3, 2, tzinfo=UTC)
+
+TIMING = "work365_billingtiming"
+ARREARS = {"column": TIMING, "equals": 2}
+
+
+def _rule(then: dict[str, Any]) -> LandingRules:
+    """One landing rule that matches every subscription."""
+    return parse_landing_rules({"rules": [{"name": "every subscription", **then}]})
+
 
 # The smallest world that gives each reason (a_world's default: one new, mapped subscription
 # whose Account has one active default). A new reason needs one here.
@@ -55,6 +65,8 @@ WORLD_FOR: dict[Reason, Callable[[], World]] = {
     Reason.ALREADY_ASSIGNED: lambda: a_world(records=[a_record(contract_id=a_contract().id)]),
     Reason.EXISTING_SUBSCRIPTION: lambda: a_world(records=[a_record(created_on=BEFORE)]),
     Reason.SETTING_OFF: lambda: a_world(setting=a_setting(enabled=False)),
+    # a record decided alone whose customer Dataverse does not name (operations/records.py)
+    Reason.UNRESOLVED_CUSTOMER: lambda: a_world(subscriptions=[a_subscription(customer_id="")]),
     Reason.UNMAPPED_CUSTOMER: lambda: a_world(provider_accounts=[]),
     Reason.AMBIGUOUS_PROVIDER_ACCOUNT: lambda: a_world(
         provider_accounts=[a_provider_account(), a_provider_account(account_id=OTHER_ACCOUNT)]
@@ -63,6 +75,15 @@ WORLD_FOR: dict[Reason, Callable[[], World]] = {
     Reason.NO_DEFAULT_CONTRACT: lambda: a_world(contracts=[]),
     Reason.MULTIPLE_DEFAULT_CONTRACTS: lambda: a_world(contracts=[a_contract(), a_contract()]),
     Reason.DEFAULT_CONTRACT: a_world,
+    Reason.LANDING_RULE: lambda: a_world(
+        contracts=[a_contract(columns={TIMING: 2})], landing=_rule({"contract": ARREARS})
+    ),
+    Reason.NO_LANDING_CONTRACT: lambda: a_world(landing=_rule({"contract": ARREARS})),
+    Reason.MULTIPLE_LANDING_CONTRACTS: lambda: a_world(
+        contracts=[a_contract(default=False, columns={TIMING: 2}) for _ in range(2)],
+        landing=_rule({"contract": ARREARS}),
+    ),
+    Reason.EXCLUDED_BY_RULE: lambda: a_world(landing=_rule({"action": "leave"})),
     Reason.ERROR: lambda: a_world(records=[a_record(), a_record()]),  # duplicate records
 }
 
@@ -86,6 +107,7 @@ def snapshot_of(world: World) -> Snapshot:
         customers=[Customer(CUSTOMER, "Contoso Ltd")],
         subscriptions=list(world.subscriptions),
         account_names={},
+        landing=world.landing,
     )
 
 

@@ -47,6 +47,20 @@ def test_a_partial_file_overrides_only_the_names_it_gives(tmp_path: Path) -> Non
     assert schema.account == default.account
 
 
+def test_the_map_may_be_given_inline_in_the_setting() -> None:
+    inline = json.dumps({"subscription": {"table": "new_cspsubscription"}})
+
+    schema = Schema.load(f"  {inline}  ")
+
+    assert schema.subscription.table == "new_cspsubscription"
+    assert schema.billing_contract == Schema().billing_contract
+
+
+def test_bad_inline_json_is_named_as_inline() -> None:
+    with pytest.raises(SchemaError, match=r"WORK365_SCHEMA_FILE \(inline JSON\)"):
+        Schema.load('{"subscription": ')
+
+
 def test_billing_references_take_a_list_of_names(tmp_path: Path) -> None:
     path = schema_file(tmp_path, {"subscription": {"billingReferences": ["new_lastinvoice"]}})
 

@@ -203,3 +203,15 @@ def test_overrides_win_over_the_environment() -> None:
     )
 
     assert s.dataverse_url == "https://127.0.0.1:8443/sandbox"
+
+
+@pytest.mark.parametrize("key", ["WORK365_RUN_SIGNING_KEY", "WORK365_CLIENT_SECRET"])
+def test_an_unresolved_key_vault_reference_is_refused_not_taken_as_the_value(key: str) -> None:
+    reference = "@Microsoft.KeyVault(SecretUri=https://kv.vault.azure.net/secrets/signing/)"
+
+    with pytest.raises(InvalidSettingError) as caught:
+        settings(**{key: reference})
+
+    assert caught.value.key == key
+    assert "unresolved Key Vault reference" in str(caught.value)
+    assert "kv.vault.azure.net" not in str(caught.value)

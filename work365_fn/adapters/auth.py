@@ -1,9 +1,13 @@
-"""Token providers. MSAL confidential client, created lazily (no network until the first token)."""
+"""Token providers: MSAL's confidential client (a secret, a certificate, or a federated
+credential whose assertion is the managed identity's token) and MSAL's managed-identity client.
+Created lazily: no network until the first token. docs/identity.md says which is used when."""
 
 from __future__ import annotations
 
 import json
+import re
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -12,7 +16,7 @@ import requests
 
 from work365_fn.errors import AuthError, ConfigError
 from work365_fn.logs import remember_secret
-from work365_fn.settings import Credential
+from work365_fn.settings import ASSERTION_AUDIENCE, Credential
 
 # Token errors that say "not now" rather than "not you": retried like a 503.
 TRANSIENT_TOKEN_ERRORS = frozenset({"temporarily_unavailable", "server_error"})
@@ -86,17 +90,29 @@ class MsalApp:
         session: requests.Session,
         *,
         timeout: tuple[float, float] = (10.0, 60.0),
+        assertion: Callable[[], str] | None = None,
     ) -> None:
+        """`assertion`: for a federated credential, what returns the managed identity's token
+        for api://AzureADTokenExchange (MSAL calls it whenever it needs a new token)."""
         self._credential = credential
         self._authority = f"{authority_host.rstrip('/')}/{credential.tenant_id}"
         self._session = session
         self._timeout = timeout
+        self._assertion = assertion
         self._app: Any = None
         self._lock = threading.Lock()
         remember_secret(credential.secret)
 
     def _client_credential(self) -> Any:
         c = self._credential
+        if c.federated:
+            if self._assertion is None:
+                raise ConfigError(
+                    "WORK365_PC_AUTH=federated needs the managed identity "
+                    "(WORK365_MANAGED_IDENTITY_CLIENT_ID) for its assertion"
+                )
+            # https://learn.microsoft.com/entra/workload-id/workload-identity-federation-config-app-trust-managed-identity
+            return {"client_assertion": self._assertion}
         if c.cert_path:
             try:
                 private_key = Path(c.cert_path).read_text(encoding="utf-8")
@@ -220,6 +236,124 @@ class MsalTokenProvider:
 
     def __repr__(self) -> str:
         return f"MsalTokenProvider(scope={self._scope!r})"
+
+
+class ManagedIdentityTokenProvider:
+    """Tokens of the Function App's user-assigned managed identity for one resource, from MSAL's
+    `ManagedIdentityClient` over our session (a resource, not scopes: the org URL for Dataverse,
+    api://AzureADTokenExchange for a federated credential's assertion).
+
+    MSAL finds the endpoint itself: on App Service and Functions it reads IDENTITY_ENDPOINT and
+    IDENTITY_HEADER from os.environ on every token request (msal/managed_identity.py,
+    `_obtain_token`); no parameter takes them. `Settings.from_env` checks they are set, so a
+    missing one fails at start; here a process without them gets an AuthError, never MSAL's
+    fallback to the VM metadata address (IMDS, 169.254.169.254), which would only time out."""
+
+    def __init__(
+        self,
+        client_id: str,
+        resource: str,
+        service: str,
+        session: requests.Session,
+        *,
+        timeout: tuple[float, float] = (10.0, 60.0),
+    ) -> None:
+        self._client_id = client_id
+        self._resource = resource.rstrip("/") if resource.startswith("https://") else resource
+        self._service = service
+        self._http = _TimedHttpClient(session, timeout)
+        self._cache = msal.TokenCache()  # this provider's alone: invalidate() empties it
+        self._client: Any = None
+        self._lock = threading.Lock()
+
+    def _msal(self) -> Any:
+        with self._lock:
+            if self._client is None:
+                self._client = msal.ManagedIdentityClient(
+                    msal.UserAssignedManagedIdentity(client_id=self._client_id),
+                    http_client=self._http,
+                    token_cache=self._cache,
+                    http_cache=_NoHttpCache(),
+                )
+            return self._client
+
+    def token(self) -> str:
+        from msal import managed_identity
+
+        if managed_identity.get_managed_identity_source() is not managed_identity.APP_SERVICE:
+            raise AuthError(
+                self._service,
+                f"no managed-identity endpoint for {self._service}: IDENTITY_ENDPOINT and "
+                "IDENTITY_HEADER are not in this process's environment (Azure sets them when "
+                "the Function App has an identity; MSAL reads them from there alone)",
+                code="no-identity-endpoint",
+            )
+        try:
+            result = self._msal().acquire_token_for_client(resource=self._resource)
+        except json.JSONDecodeError:
+            raise self._failure("answered a body that is not JSON", "invalid-json") from None
+        except requests.RequestException as exc:
+            raise self._failure(
+                f"could not be reached ({type(exc).__name__}); check IDENTITY_ENDPOINT",
+                "timeout" if isinstance(exc, requests.Timeout) else "connection",
+            ) from None
+        token = result.get("access_token") if isinstance(result, dict) else None
+        if not token:
+            raise self._refused(result if isinstance(result, dict) else {})
+        remember_secret(str(token))
+        return str(token)
+
+    def _failure(self, what: str, code: str) -> AuthError:
+        return AuthError(
+            self._service,
+            f"the managed-identity endpoint for {self._service} {what}",
+            code=code,
+            transient=True,
+        )
+
+    def _refused(self, result: dict[str, Any]) -> AuthError:
+        """MSAL turns the endpoint's error into {"error": "invalid_scope", "error_description":
+        "<statusCode>, <message>"}: the status says whether to try again."""
+        description = _first_line(result.get("error_description", ""))
+        status = re.match(r"\s*(\d{3})\b", description)
+        code = status.group(1) if status else str(result.get("error", "unknown"))
+        if code == "429" or code.startswith("5"):
+            return self._failure(f"is busy or failing: {description}", code)
+        hint = (
+            "IDENTITY_HEADER does not match the endpoint's: Azure sets it with IDENTITY_ENDPOINT, "
+            "never set or copy either yourself"
+            if code in ("401", "403")
+            else "check WORK365_MANAGED_IDENTITY_CLIENT_ID: the client id of a user-assigned "
+            "identity assigned to the Function App"
+        )
+        return AuthError(
+            self._service,
+            f"the managed-identity endpoint refused a token for {self._resource} "
+            f"({self._service}): {description} ({hint})",
+            code=code,
+        )
+
+    def invalidate(self) -> None:
+        for entry in list(
+            self._cache.search(msal.TokenCache.CredentialType.ACCESS_TOKEN, target=[self._resource])
+        ):
+            self._cache.remove_at(entry)
+
+    def __repr__(self) -> str:
+        return (
+            f"ManagedIdentityTokenProvider(client_id={self._client_id!r}, "
+            f"resource={self._resource!r})"
+        )
+
+
+def assertion_provider(
+    client_id: str, session: requests.Session, timeout: tuple[float, float]
+) -> ManagedIdentityTokenProvider:
+    """The managed identity's token for api://AzureADTokenExchange: the client assertion of a
+    federated identity credential (its `token` is what `MsalApp(assertion=...)` takes)."""
+    return ManagedIdentityTokenProvider(
+        client_id, ASSERTION_AUDIENCE, "partnerCenter", session, timeout=timeout
+    )
 
 
 def _passing_discovery_failure(exc: BaseException) -> bool:

@@ -17,12 +17,15 @@ from work365_fn.adapters.odata_batch import (
     MAX_OPERATIONS,
     BatchFormatError,
     BatchOperation,
+    BatchPart,
     BatchResult,
+    ChangeSet,
     boundary_of,
-    decode_batch,
+    decode_batch_parts,
     encode_batch,
+    operation_count,
 )
-from work365_fn.adapters.transport import Transport, parse_retry_after
+from work365_fn.adapters.transport import RetryPolicy, Transport, parse_retry_after
 from work365_fn.errors import (
     ApiError,
     ConflictError,
@@ -106,6 +109,16 @@ def odata_in(column: str, values: Sequence[str]) -> str:
     )
 
 
+# The annotation of a column's display value; for a lookup `_x_value`, the related row's name.
+FORMATTED_VALUE = "OData.Community.Display.V1.FormattedValue"
+
+
+def formatted_value(row: dict[str, Any], prop: str) -> str:
+    """The formatted value of `prop` in a row read with `formatted=True` ("" when absent)."""
+    value = row.get(f"{prop}@{FORMATTED_VALUE}")
+    return value if isinstance(value, str) else ""
+
+
 class DataverseClient:
     def __init__(
         self,
@@ -121,16 +134,29 @@ class DataverseClient:
         self._page_size = page_size
         self.audit_page_size = audit_page_size
 
+    def with_retry(self, retry: RetryPolicy) -> DataverseClient:
+        """The same client over `Transport.with_retry`: another retry policy, the same session,
+        tokens and rate limiter."""
+        return DataverseClient(
+            self.org_url,
+            self._transport.with_retry(retry),
+            page_size=self._page_size,
+            audit_page_size=self.audit_page_size,
+        )
+
     # ---- reads -----------------------------------------------------------------------------
 
-    def _read_headers(self, *, paged: bool = False) -> dict[str, str]:
+    def _read_headers(self, *, paged: bool = False, formatted: bool = False) -> dict[str, str]:
         headers = {
             "Accept": "application/json",
             "OData-MaxVersion": "4.0",
             "OData-Version": "4.0",
         }
-        if paged:
-            headers["Prefer"] = f"odata.maxpagesize={self._page_size}"
+        preferences = [f"odata.maxpagesize={self._page_size}"] if paged else []
+        if formatted:
+            preferences.append(f'odata.include-annotations="{FORMATTED_VALUE}"')
+        if preferences:
+            headers["Prefer"] = ",".join(preferences)
         return headers
 
     def iter_rows(
@@ -140,8 +166,14 @@ class DataverseClient:
         select: Sequence[str],
         filter: str | None = None,
         orderby: str | None = None,
+        formatted: bool = False,
     ) -> Iterator[dict[str, Any]]:
-        """Every row, following @odata.nextLink verbatim; refuses a link it has already seen."""
+        """Every row, following @odata.nextLink verbatim; refuses a link it has already seen.
+        `formatted`: ask for the formatted values too (`formatted_value` reads them), which
+        for a lookup is the related row's primary name: names without another request.
+        https://learn.microsoft.com/power-apps/developer/data-platform/webapi/query/select-columns#formatted-values
+        Only list reads ask: a conditional GET (If-None-Match) must not include annotations
+        (perform-conditional-operations-using-web-api#query-must-not-include-annotations)."""
         params = [f"$select={','.join(select)}"]
         if filter:
             params.append(f"$filter={quote(filter, safe='')}")
@@ -152,7 +184,8 @@ class DataverseClient:
         page = 0
         while url is not None:
             seen.add(url)
-            body = self._transport.send_json("GET", url, headers=self._read_headers(paged=True))
+            headers = self._read_headers(paged=True, formatted=formatted)
+            body = self._transport.send_json("GET", url, headers=headers)
             page += 1
             rows = body.get("value") if isinstance(body, dict) else None
             if not isinstance(rows, list):
@@ -285,19 +318,24 @@ class DataverseClient:
             "PATCH", f"{self.api}{entity_set}({row_address(address)})", {"If-None-Match": "*"}, body
         )
 
+    def create_operation(self, entity_set: str, body: dict[str, Any]) -> BatchOperation:
+        """A plain create (`POST /<set>`) as one operation of a batch."""
+        return BatchOperation("POST", f"{self.api}{entity_set}", {}, body)
+
     def batch(
-        self, operations: Sequence[BatchOperation], *, boundary: str | None = None
+        self, operations: Sequence[BatchPart], *, boundary: str | None = None
     ) -> list[BatchResult]:
-        """Send `operations` as one `$batch` (no change set, `Prefer: odata.continue-on-error`)
-        and return one result per operation answered, in order. Dataverse answers every
-        operation; a shorter list means the rest did not run.
+        """Send `operations` (each an operation, or a `ChangeSet` of operations that succeed or
+        fail together) as one `$batch` with `Prefer: odata.continue-on-error`, and return one
+        result per part answered, in order. Dataverse answers every part; a shorter list means
+        the rest did not run.
 
         A whole-batch 429 raises ThrottledError at once (with Retry-After and the service code)
         so that the caller can shrink its batches; 5xx and dropped connections are retried by
         the transport like any call (every operation is conditional, so a replay is safe)."""
         if not operations:
             return []
-        if len(operations) > MAX_OPERATIONS:
+        if operation_count(operations) > MAX_OPERATIONS:
             raise ValueError(f"a batch takes at most {MAX_OPERATIONS} operations")
         boundary = boundary or f"batch_{uuid.uuid4()}"
         headers = {
@@ -319,7 +357,9 @@ class DataverseClient:
         if response.status_code == 429 or boundary_of(content_type) is None:
             raise _batch_error(response)
         try:
-            results = decode_batch(content_type, response.content)
+            results = decode_batch_parts(content_type, response.content)
+            if not any(isinstance(p, ChangeSet) for p in operations):
+                results = [r for part in results for r in (part.parts or (part,))]
         except BatchFormatError as exc:
             raise InvalidResponseError(
                 SERVICE, response.status_code, "invalid-batch", str(exc)
@@ -369,6 +409,44 @@ class DataverseClient:
         value = body.get("value") if isinstance(body, dict) else None
         if not isinstance(value, list):
             raise InvalidResponseError(SERVICE, 200, "invalid-metadata", "EntityDefinitions")
+        return [v for v in value if isinstance(v, dict)]
+
+    def entity_properties(self, logical_name: str, properties: Sequence[str]) -> dict[str, Any]:
+        """Some EntityMetadata properties of one table (e.g. `HasNotes`, `Privileges`);
+        NotFoundError when the table does not exist."""
+        url = (
+            f"{self.api}EntityDefinitions(LogicalName={odata_string(logical_name)})"
+            f"?$select={','.join(properties)}"
+        )
+        body = self._transport.send_json("GET", url, headers=self._read_headers())
+        if not isinstance(body, dict):
+            raise InvalidResponseError(SERVICE, 200, "invalid-metadata", logical_name)
+        return body
+
+    def who_am_i(self) -> dict[str, Any]:
+        """`WhoAmI`: the calling user's `UserId`, `BusinessUnitId` and `OrganizationId`."""
+        body = self._transport.send_json("GET", f"{self.api}WhoAmI", headers=self._read_headers())
+        if not isinstance(body, dict) or not is_guid(str(body.get("UserId") or "")):
+            raise InvalidResponseError(SERVICE, 200, "invalid-whoami", "WhoAmI: no UserId")
+        return body
+
+    def user_privileges_named(self, user_id: str, privilege: str) -> list[dict[str, Any]]:
+        """The `RolePrivileges` (`PrivilegeName`, `Depth`, ...) a user holds under one privilege
+        name, through their roles and teams: the `RetrieveUserPrivilegeByPrivilegeName` function
+        bound to `systemusers`. An empty list: the user lacks it.
+        https://learn.microsoft.com/power-apps/developer/data-platform/webapi/reference/retrieveuserprivilegebyprivilegename"""
+        if not privilege.replace("_", "").isalnum():
+            raise ValueError(f"not a privilege name: {privilege[:80]!r}")
+        url = (
+            f"{self.api}systemusers({odata_guid(user_id)})/Microsoft.Dynamics.CRM."
+            f"RetrieveUserPrivilegeByPrivilegeName(PrivilegeName={odata_string(privilege)})"
+        )
+        body = self._transport.send_json("GET", url, headers=self._read_headers())
+        value = body.get("RolePrivileges") if isinstance(body, dict) else None
+        if not isinstance(value, list):
+            raise InvalidResponseError(
+                SERVICE, 200, "invalid-privileges", "RetrieveUserPrivilegeByPrivilegeName"
+            )
         return [v for v in value if isinstance(v, dict)]
 
     def attributes(self, logical_name: str) -> list[dict[str, Any]]:

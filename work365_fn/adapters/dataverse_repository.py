@@ -12,14 +12,16 @@ from typing import Any
 from work365_fn.adapters.dataverse import (
     AuditPage,
     DataverseClient,
+    formatted_value,
     odata_guid,
     odata_in,
     odata_string,
+    row_address,
 )
 from work365_fn.adapters.dataverse_metadata import SubscriptionBindings
-from work365_fn.adapters.odata_batch import BatchOperation, BatchResult
+from work365_fn.adapters.odata_batch import BatchOperation, BatchPart, BatchResult, ChangeSet
 from work365_fn.adapters.schema import Schema
-from work365_fn.errors import ApiError, InvalidResponseError
+from work365_fn.errors import ApiError, ConflictError, InvalidResponseError, NotFoundError
 from work365_fn.rules.model import (
     AssociationSetting,
     BillingContract,
@@ -42,6 +44,14 @@ RECORD_NAMESPACE = uuid.UUID("6f1c2d52-3a5e-4c8e-9f1b-365b1110c0de")
 # adapters/dataverse.py), at most this many pages of RetrieveAttributeChangeHistory and as many
 # of the `audits` table: hundreds of changes. Past that the run warns, naming this bound.
 AUDIT_MAX_PAGES = 10
+
+# The Note table (annotation): its entity set and the columns a note is written with; lengths as
+# its reference gives them (subject 500 characters, notetext 100,000).
+NOTES_SET = "annotations"
+NOTE_SUBJECT = "subject"
+NOTE_TEXT = "notetext"
+NOTE_SUBJECT_MAX = 500
+NOTE_TEXT_MAX = 100_000
 
 # Values per `Microsoft.Dynamics.CRM.In` query of a scoped read: 100 GUIDs keep the URL near
 # 4.5 KB, far below Dataverse's URL limit.
@@ -178,7 +188,10 @@ class Repository:
         t = self.schema.provider_account
         out = []
         for row in self._client.iter_rows(
-            t.entity_set, select=[t.id, t.name, t.customer_id, lookup(t.account)], filter=filter
+            t.entity_set,
+            select=[t.id, t.name, t.customer_id, lookup(t.account)],
+            filter=filter,
+            formatted=True,  # the Account's name, without another request
         ):
             customer = row.get(t.customer_id)
             out.append(
@@ -187,23 +200,38 @@ class Repository:
                     customer_id=_guid_or_none(customer),
                     account_id=maybe_id(row.get(lookup(t.account))),
                     name=str(row.get(t.name) or ""),
+                    account_name=formatted_value(row, lookup(t.account)),
                 )
             )
         return out
 
-    def default_contracts(self) -> list[BillingContract]:
+    def default_contracts(
+        self, landing_columns: Sequence[str] | None = None
+    ) -> list[BillingContract]:
         """Every contract flagged Is Default, active or not (plan() ignores inactive ones; the
-        report lists them)."""
-        return self.contracts(f"{self.schema.billing_contract.is_default} eq true")
+        report lists them). With landing rules (`landing_columns`, maybe empty): every active
+        contract too, with the values of those columns."""
+        return self.contracts(self._landing_filter(landing_columns), landing_columns or ())
 
-    def contracts(self, filter: str | None = None) -> list[BillingContract]:
-        """Billing contracts matching an OData `filter` (all of them without one)."""
+    def _landing_filter(self, landing_columns: Sequence[str] | None) -> str:
         t = self.schema.billing_contract
+        if landing_columns is None:
+            return f"{t.is_default} eq true"
+        return f"({t.is_default} eq true or {t.state} eq {t.active_state})"
+
+    def contracts(
+        self, filter: str | None = None, columns: Sequence[str] = ()
+    ) -> list[BillingContract]:
+        """Billing contracts matching an OData `filter` (all of them without one), with the raw
+        values of the extra `columns` (the landing rules' selectors)."""
+        t = self.schema.billing_contract
+        base = [t.id, t.name, t.is_default, t.state, lookup(t.account)]
         out = []
         for row in self._client.iter_rows(
             t.entity_set,
-            select=[t.id, t.name, t.is_default, t.state, lookup(t.account)],
+            select=base + [c for c in columns if c not in base],
             filter=filter,
+            formatted=True,  # the Account's name, without another request
         ):
             out.append(
                 BillingContract(
@@ -212,6 +240,8 @@ class Repository:
                     is_default=row.get(t.is_default) is True,
                     active=row.get(t.state) == t.active_state,
                     name=str(row.get(t.name) or ""),
+                    columns=tuple((c, row.get(c)) for c in columns),
+                    account_name=formatted_value(row, lookup(t.account)),
                 )
             )
         return out
@@ -237,6 +267,8 @@ class Repository:
             created_on=parse_timestamp(str(row.get("createdon") or "")),
             etag=str(row["@odata.etag"]) if row.get("@odata.etag") else None,
             name=str(row.get(t.name) or ""),
+            account_name=formatted_value(row, lookup(t.account)),
+            billing_contract_name=formatted_value(row, lookup(t.billing_contract)),
         )
 
     def subscription_records(self) -> list[SubscriptionRecord]:
@@ -247,6 +279,7 @@ class Repository:
                 t.entity_set,
                 select=self._record_select(),
                 filter=f"{t.provider_subscription_id} ne null",
+                formatted=True,  # the Account's and the contract's names
             )
         ]
 
@@ -260,7 +293,9 @@ class Repository:
         select = self._record_select() + [c for c in columns if c not in self._record_select()]
         return [
             (self._record(row), {c: row.get(c) for c in columns})
-            for row in self._client.iter_rows(t.entity_set, select=select, filter=where)
+            for row in self._client.iter_rows(
+                t.entity_set, select=select, filter=where, formatted=True
+            )
         ]
 
     def record_row(
@@ -309,6 +344,7 @@ class Repository:
                     t.entity_set,
                     select=select,
                     filter=odata_in(t.provider_subscription_id, chunk),
+                    formatted=True,
                 )
             )
         return out
@@ -321,17 +357,23 @@ class Repository:
             out.extend(self.provider_accounts(odata_in(column, chunk)))
         return out
 
-    def default_contracts_of_accounts(self, account_ids: Sequence[str]) -> list[BillingContract]:
+    def default_contracts_of_accounts(
+        self, account_ids: Sequence[str], landing_columns: Sequence[str] | None = None
+    ) -> list[BillingContract]:
         """The default contracts of some Accounts: one `In` query when they fit in one
         (IN_CHUNK ids), else every default contract, so never more requests than that; a batch
-        of a fanned-out run reads its own Accounts' contracts, not the tenant's."""
+        of a fanned-out run reads its own Accounts' contracts, not the tenant's. With landing
+        rules: their active contracts too (`default_contracts`)."""
         ids = sorted({norm_id(a) for a in account_ids})
         if not ids:
             return []
         if len(ids) > IN_CHUNK:
-            return self.default_contracts()
+            return self.default_contracts(landing_columns)
         t = self.schema.billing_contract
-        return self.contracts(f"{t.is_default} eq true and {odata_in(t.account, ids)}")
+        return self.contracts(
+            f"{self._landing_filter(landing_columns)} and {odata_in(t.account, ids)}",
+            landing_columns or (),
+        )
 
     def provider_accounts_of_accounts(self, account_ids: Sequence[str]) -> list[ProviderAccount]:
         """Provider Accounts under one of `account_ids` (In on the lookup, in chunks)."""
@@ -356,10 +398,37 @@ class Repository:
             )
         ]
 
-    def batch(self, operations: Sequence[BatchOperation]) -> list[BatchResult]:
-        """Send write operations (built by `assign_operation` / `create_operation`) as one
-        `$batch`: one result per operation answered, in order."""
+    def batch(self, operations: Sequence[BatchPart]) -> list[BatchResult]:
+        """Send write operations (built by `assign_operation` / `create_operation`, each alone
+        or in a change set with its note) as one `$batch`: one result per part answered, in
+        order."""
         return self._client.batch(operations)
+
+    def clear_operation(self, record_id: str, navigation: str, *, etag: str) -> BatchOperation:
+        """`clear_contract` as one operation of a batch (PATCH `<nav>@odata.bind: null`,
+        If-Match), e.g. beside the note of an undo in `write_with_note`."""
+        if not navigation.replace("_", "").isalnum():
+            raise ValueError(f"not a navigation property name: {navigation[:80]!r}")
+        return self._client.update_operation(
+            self.schema.subscription.entity_set,
+            record_id,
+            {f"{navigation}@odata.bind": None},
+            etag=etag,
+        )
+
+    def write_with_note(self, write: BatchOperation, note: BatchOperation) -> str | None:
+        """One write and its note (`note_operation`) as one `$batch` change set: both happen
+        or neither. Returns the record's new ETag when Dataverse sends one; ConflictError on a
+        412 (the record changed: no note either), NotFoundError on a 404, ApiError otherwise."""
+        results = self._client.batch([ChangeSet((write, note))])
+        if not results:
+            raise InvalidResponseError("dataverse", 200, "invalid-batch", "no answer to the write")
+        result = results[0]
+        if result.ok:
+            return result.etag
+        code, message = result.error()
+        kind = {412: ConflictError, 404: NotFoundError}.get(result.status, ApiError)
+        raise kind("dataverse", result.status, code, f"{message} (write and note rolled back)")
 
     def clear_contract(self, record_id: str, navigation: str, *, etag: str) -> None:
         """Clear a subscription record's Billing Contract lookup if the record is unchanged
@@ -402,6 +471,38 @@ class Repository:
         }
         return self._client.update_operation(
             self.schema.subscription.entity_set, record.id, body, etag=record.etag
+        )
+
+    def note_operation(
+        self, record_address: str, subject: str, text: str, bindings: SubscriptionBindings
+    ) -> BatchOperation:
+        """A note (`annotation`) on one subscription record, as an operation of the `$batch`
+        change set that writes the record: `POST annotations` with
+        `<objectid_<table>>@odata.bind` to the record's id or alternate key. Not to
+        `$<Content-ID>`: Microsoft documents that reference for rows created by POST, not for
+        upserts through a key (and this service's writes are PATCHes).
+        https://learn.microsoft.com/power-apps/developer/data-platform/use-alternate-key-reference-record
+        https://learn.microsoft.com/power-apps/developer/data-platform/reference/entities/annotation"""
+        if bindings.note_nav is None:
+            raise ValueError("notes are off: the bindings carry no note navigation property")
+        body: dict[str, Any] = {
+            NOTE_SUBJECT: subject[:NOTE_SUBJECT_MAX],
+            NOTE_TEXT: text[:NOTE_TEXT_MAX],
+            f"{bindings.note_nav}@odata.bind": (
+                f"/{self.schema.subscription.entity_set}({row_address(record_address)})"
+            ),
+        }
+        return self._client.create_operation(NOTES_SET, body)
+
+    def notes_of(self, record_id: str) -> list[dict[str, Any]]:
+        """The notes on one record (subject, notetext, createdon), oldest first."""
+        return list(
+            self._client.iter_rows(
+                NOTES_SET,
+                select=["annotationid", NOTE_SUBJECT, NOTE_TEXT, "createdon"],
+                filter=f"_objectid_value eq {odata_guid(record_id)}",
+                orderby="createdon asc",
+            )
         )
 
     def create_address(self, sub: PcSubscription, bindings: SubscriptionBindings) -> str:
@@ -496,13 +597,16 @@ class Repository:
 
     # ---- typed questions of one diagnosis ---------------------------------------------------
 
-    def contracts_of_accounts(self, account_ids: Sequence[str]) -> list[BillingContract]:
+    def contracts_of_accounts(
+        self, account_ids: Sequence[str], columns: Sequence[str] = ()
+    ) -> list[BillingContract]:
         """Every contract of some Accounts, active or not, default or not (In on the lookup, in
-        chunks of IN_CHUNK ids): what diagnose shows of an Account."""
+        chunks of IN_CHUNK ids): what diagnose shows of an Account; with the values of the
+        landing rules' `columns`."""
         column = self.schema.billing_contract.account
         out: list[BillingContract] = []
         for chunk in _chunks(sorted({norm_id(a) for a in account_ids}), IN_CHUNK):
-            out.extend(self.contracts(odata_in(column, chunk)))
+            out.extend(self.contracts(odata_in(column, chunk), columns))
         return out
 
 

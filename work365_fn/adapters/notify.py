@@ -1,7 +1,7 @@
 """A digest after each timer run that left anything unassigned or failed, POSTed to
 WORK365_NOTIFY_URL: a Teams Workflows webhook (an Adaptive Card: counts, the unassigned
-subscriptions with their reasons, the count of every reason that occurred, a link to the
-report) or a Power Automate HTTP trigger (the summary JSON), by WORK365_NOTIFY_FORMAT.
+subscriptions by name with their reasons and fixes, the count of every reason that occurred, a
+link to the report) or a Power Automate HTTP trigger (the summary JSON), by WORK365_NOTIFY_FORMAT.
 
 Retried on 429 (honouring Retry-After), 5xx and dropped connections; never fails the run (a
 warning is logged); never logs the URL (it carries the trigger's signature).
@@ -26,7 +26,7 @@ from tenacity import (
 
 from work365_fn.adapters.transport import build_session, parse_retry_after
 from work365_fn.rules import LISTED
-from work365_fn.rules.summary import RunSummary
+from work365_fn.rules.summary import RunSummary, count_label, run_kind
 from work365_fn.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ def teams_card(summary: dict[str, Any], report_url: str | None = None) -> dict[s
     occurred with its count, and the first error."""
     body = [
         *_headline(summary),
-        _facts({k: str(v) for k, v in summary["counts"].items()}),
+        _counts(summary),
         *_listed(summary),
         *_reasons(summary),
         *_errors(summary),
@@ -92,28 +92,43 @@ def _facts(facts: dict[str, str] | list[tuple[str, str]]) -> Block:
 
 
 def _headline(summary: dict[str, Any]) -> list[Block]:
+    """ "Work 365: 7 subscription(s) would be left unassigned, 0 failed" in a dry run, "... left
+    unassigned ..." in a live one; then the run: dry or live, its id, status and end."""
     counts = summary["counts"]
+    dry = bool(summary.get("dryRun"))
     title = (
-        f"Work 365: {counts['unassigned']} subscription(s) left unassigned, "
-        f"{counts['failed']} failed"
+        f"Work 365: {counts['unassigned']} subscription(s) {count_label('unassigned', dry)}, "
+        f"{counts['failed']} {count_label('failed', dry)}"
     )
     run = (
-        f"Run {summary['runId']}: status {summary['status']}, finished {summary.get('finishedAt')}"
+        f"{run_kind(dry)}: run {summary['runId']}, status {summary['status']}, finished "
+        f"{summary.get('finishedAt')}"
     )
     return [_text(title, weight="Bolder", size="Medium"), _text(run, isSubtle=True)]
 
 
+def _counts(summary: dict[str, Any]) -> Block:
+    """The summary's `counts`, each under its name in the run's mood ("would be assigned")."""
+    dry = bool(summary.get("dryRun"))
+    return _facts({count_label(k, dry): str(v) for k, v in summary["counts"].items()})
+
+
 def _listed(summary: dict[str, Any]) -> list[Block]:
-    """The subscriptions an admin acts on, at most MAX_LISTED of them."""
+    """The subscriptions an admin acts on, at most MAX_LISTED of them: the customer's and the
+    subscription's names (ids where the run has no name) and the fix."""
     rows = [s for s in summary.get("subscriptions", []) if s["reason"] in LISTED]
     if not rows:
         return []
-    shown = [
-        (s["reason"], f"{s['subscriptionId']} (customer {s['customerId']})")
-        for s in rows[:MAX_LISTED]
-    ]
+    shown = [(s["reason"], _listed_row(s)) for s in rows[:MAX_LISTED]]
     more = len(rows) - MAX_LISTED
     return [_facts(shown)] + ([_text(f"and {more} more")] if more > 0 else [])
+
+
+def _listed_row(row: dict[str, Any]) -> str:
+    customer = row.get("customerName") or f"customer {row['customerId']}"
+    subscription = row.get("subscriptionName") or row["subscriptionId"]
+    fix = f" Fix: {row['fix']}" if row.get("fix") else ""
+    return f"{customer}: {subscription}.{fix}"
 
 
 def _reasons(summary: dict[str, Any]) -> list[Block]:
@@ -172,13 +187,15 @@ class Notifier:
         *,
         session: requests.Session | None = None,
         sleep: Callable[[float], None] | None = None,
+        report_url: str | None = None,
     ) -> Notifier | None:
+        """`report_url`: the run's signed report page (it wins over WORK365_REPORT_URL)."""
         if not settings.notify_url:
             return None
         return cls(
             settings.notify_url,
             settings.notify_format,
-            report_url=settings.report_url,
+            report_url=report_url or settings.report_url,
             session=session,
             delivery=Delivery(verify=settings.ca_bundle or True, sleep=sleep or time.sleep),
         )
@@ -264,10 +281,13 @@ def notify_run(
     *,
     session: requests.Session | None = None,
     sleep: Callable[[float], None] | None = None,
+    report_url: str | None = None,
 ) -> bool:
     """After a timer run: send the digest if a URL is configured. Never raises."""
     try:
-        notifier = Notifier.from_settings(settings, session=session, sleep=sleep)
+        notifier = Notifier.from_settings(
+            settings, session=session, sleep=sleep, report_url=report_url
+        )
     except Exception as exc:  # pragma: no cover - building it does no I/O
         log.warning("notification not set up (%s)", type(exc).__name__)
         return False
@@ -279,10 +299,11 @@ def notify_summary(
     settings: Settings,
     *,
     sleep: Callable[[float], None] | None = None,
+    report_url: str | None = None,
 ) -> bool:
     """`notify_run` for a summary in its JSON form (after a fanned-out run). Never raises."""
     try:
-        notifier = Notifier.from_settings(settings, sleep=sleep)
+        notifier = Notifier.from_settings(settings, sleep=sleep, report_url=report_url)
     except Exception as exc:  # pragma: no cover - building it does no I/O
         log.warning("notification not set up (%s)", type(exc).__name__)
         return False

@@ -75,6 +75,14 @@ class PartnerCenterClient:
             if customer is not None:
                 yield customer
 
+    def first_customers(self, size: int = 1) -> list[Customer]:
+        """`GET /v1/customers?size=N`, the first page only: the health check's cheap read (a
+        token, the reseller's API access, one small answer)."""
+        body = self._transport.send_json(
+            "GET", f"{self._base}/customers?size={size}", headers=self._headers()
+        )
+        return [c for c in map(_customer, _items(body, "customers")) if c is not None]
+
     def audit_records(self, first_day: date, last_day: date) -> Iterator[dict[str, Any]]:
         """The activity log of whole days, `last_day` included (at most 30 days, at most 90
         days back), page by page like the customers. The REST reference types startDate and
@@ -133,6 +141,22 @@ class PartnerCenterClient:
             if sub is not None:
                 out.append(sub)
         return out
+
+    def subscription(self, customer_id: str, subscription_id: str) -> PcSubscription:
+        """One subscription of one customer: `GET /v1/customers/{customer}/subscriptions/{id}`
+        (NotFoundError when Partner Center has no such subscription for that customer).
+        https://learn.microsoft.com/partner-center/developer/get-a-subscription-by-id"""
+        body = self._transport.send_json(
+            "GET",
+            f"{self._base}/customers/{quote(customer_id)}/subscriptions/{quote(subscription_id)}",
+            headers=self._headers(),
+        )
+        sub = parse_subscription(body, customer_id.lower()) if isinstance(body, dict) else None
+        if sub is None:
+            raise InvalidResponseError(
+                SERVICE, 200, "invalid-subscription", "subscription has no GUID id"
+            )
+        return sub
 
 
 def _day(value: date) -> str:
@@ -212,4 +236,23 @@ def parse_subscription(item: dict[str, Any], customer_id: str) -> PcSubscription
         billing_type=_text(item.get("billingType")),
         creation_date=str(item["creationDate"]) if item.get("creationDate") else None,
         raw={key: _text(item[key]) for key in RAW_FIELDS if item.get(key) is not None},
+        product_type=_product_type(item.get("productType")),
+        term_duration=_text(item.get("termDuration")),
+        billing_cycle=_text(item.get("billingCycle")),
+        is_trial=item.get("isTrial") is True,
+        parent_subscription_id=_parent(item.get("parentSubscriptionId")),
     )
+
+
+def _product_type(value: object) -> str:
+    """`productType` is an ItemType object (`{"id": "OnlineServicesNCE", "displayName": ...}`);
+    landing rules match its id."""
+    return _text(value.get("id")) if isinstance(value, dict) else ""
+
+
+def _parent(value: object) -> str | None:
+    """`parentSubscriptionId`, documented on the subscription resource as "the parent
+    subscription identifier" and set on the order line item of an add-on
+    (https://learn.microsoft.com/partner-center/developer/purchase-an-add-on-to-a-subscription).
+    Anything but a GUID is no parent."""
+    return value.lower() if isinstance(value, str) and is_guid(value) else None

@@ -152,17 +152,24 @@ class Schema:
 
     @classmethod
     def load(cls, path: str | None) -> Schema:
-        """The default map, or the defaults overridden by the JSON file at `path`."""
-        if not path:
+        """The default map, or the defaults overridden by the JSON at `path`: the path of a file,
+        or the map itself inline when the setting starts with "{" (Flex Consumption's app
+        content is read-only: a setting is where an operator can change it)."""
+        if not path or not path.strip():
             return cls()
+        data: str | bytes
+        if path.strip().startswith("{"):
+            data, what = path.strip(), "WORK365_SCHEMA_FILE (inline JSON)"
+        else:
+            what = f"WORK365_SCHEMA_FILE: {path}"
+            try:
+                data = Path(path).read_bytes()
+            except OSError as exc:
+                raise SchemaError(
+                    f"WORK365_SCHEMA_FILE: cannot read {path}: {exc.strerror or exc}"
+                ) from None
         try:
-            data = Path(path).read_bytes()
-        except OSError as exc:
-            raise SchemaError(
-                f"WORK365_SCHEMA_FILE: cannot read {path}: {exc.strerror or exc}"
-            ) from None
-        try:
-            raw = safe_json.loads(data, f"WORK365_SCHEMA_FILE: {path}")
+            raw = safe_json.loads(data, what)
         except safe_json.JsonInputError as exc:
             raise SchemaError(str(exc)) from None
         return cls.from_json(raw)

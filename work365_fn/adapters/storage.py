@@ -7,8 +7,12 @@ small interface with two implementations: Azure Blob Storage (the Function App's
 Azurite locally) as `runs/<run id>/<name>.json` in the runs container, and a local folder (the CLI
 on a laptop, the sandbox). The queue and the lease exist only with a storage account.
 
+The account is reached with a connection string (an account key or SAS) or by identity: the
+service URLs of `AzureWebJobsStorage__*` and azure-identity's `ManagedIdentityCredential` (the
+Functions host's own identity-based connection; docs/identity.md#storage-by-identity).
+
 Every client here is built on first use and does no I/O when built; SDK errors become `ApiError`
-with service "storage" (messages never carry the connection string or a key).
+with service "storage" (messages never carry the connection string, a key or a token).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 from work365_fn import safe_json
 from work365_fn.errors import ApiError, ConfigError, Work365Error
+from work365_fn.settings import StorageIdentity
 
 if TYPE_CHECKING:  # the SDKs are imported when a client is first built, not at import
     from azure.core.exceptions import AzureError
@@ -164,8 +169,18 @@ def read_document(raw: bytes, what: str) -> dict[str, Any] | None:
 
 def storage_error(exc: AzureError, what: str) -> ApiError:
     """An SDK error as our ApiError: status, the service's error code, no request details."""
-    from azure.core.exceptions import HttpResponseError
+    from azure.core.exceptions import ClientAuthenticationError, HttpResponseError
 
+    if isinstance(exc, ClientAuthenticationError) and exc.status_code is None:
+        # azure-identity could not get a token (the identity endpoint refused or is missing)
+        reason = str(exc.message or "").strip().splitlines()
+        return ApiError(
+            "storage",
+            0,
+            "authentication",
+            f"{what} failed: the managed identity got no storage token "
+            f"({reason[0][:300] if reason else type(exc).__name__})",
+        )
     if isinstance(exc, HttpResponseError):
         code = _code(exc) or str(exc.reason or "")
         return ApiError("storage", _status(exc), code, f"{what} failed")
@@ -526,17 +541,23 @@ class AppStorage:
     first use, once, and building them does no I/O. Containers and queues are made on first
     write, so a fresh account (or a fresh Azurite) needs no set-up."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - independent options, all keyword-only but the account
         self,
-        connection: str,
+        connection: str | StorageIdentity,
         *,
         container: str,
         queue: str,
         setting: str = "WORK365_STORAGE",
         timeout: tuple[float, float] = (5.0, 30.0),
         attempts: int = 3,
+        verify: str | None = None,
     ) -> None:
+        """`connection`: a connection string, or the URLs and managed identity of an
+        identity-based connection. `verify`: a CA bundle to trust (WORK365_CA_BUNDLE) for the
+        account and the identity endpoint; None: the system's."""
         self._connection = connection
+        self._verify = verify
+        self._token_credential: Any = None
         self.container_name = container
         self.queue_name = queue
         self.setting = setting
@@ -559,16 +580,33 @@ class AppStorage:
             "initial_backoff": 1,
             "increment_base": 2,
             "logger": _SDK_HTTP_LOG,  # the SDK logs every request at INFO otherwise
+            **({"connection_verify": self._verify} if self._verify else {}),
         }
+
+    def _credential(self, identity: StorageIdentity) -> Any:
+        """azure-identity's ManagedIdentityCredential (DefaultAzureCredential would ignore
+        `__clientId`), built once. On App Service and Functions it reads IDENTITY_ENDPOINT and
+        IDENTITY_HEADER from the process environment when built (docs/identity.md)."""
+        if self._token_credential is None:
+            from azure.identity import ManagedIdentityCredential
+
+            options: dict[str, Any] = {"connection_verify": self._verify} if self._verify else {}
+            self._token_credential = ManagedIdentityCredential(
+                client_id=identity.client_id, **options
+            )
+        return self._token_credential
 
     def container(self) -> ContainerClient:
         with self._lock:
             if self._container_client is None:
                 from azure.storage.blob import BlobServiceClient
 
+                c = self._connection
                 try:
-                    service = BlobServiceClient.from_connection_string(
-                        self._connection, **self._options()
+                    service = (
+                        BlobServiceClient.from_connection_string(c, **self._options())
+                        if isinstance(c, str)
+                        else BlobServiceClient(c.blob_url, self._credential(c), **self._options())
                     )
                 except ValueError:
                     raise self._malformed() from None
@@ -585,19 +623,28 @@ class AppStorage:
                     TextBase64EncodePolicy,
                 )
 
+                c = self._connection
+                options = {
+                    "message_encode_policy": TextBase64EncodePolicy(),
+                    "message_decode_policy": TextBase64DecodePolicy(),
+                    **self._options(),
+                }
                 try:
-                    self._queues[name] = QueueClient.from_connection_string(
-                        self._connection,
-                        name,
-                        message_encode_policy=TextBase64EncodePolicy(),
-                        message_decode_policy=TextBase64DecodePolicy(),
-                        **self._options(),
+                    self._queues[name] = (
+                        QueueClient.from_connection_string(c, name, **options)
+                        if isinstance(c, str)
+                        else QueueClient(c.queue_url, name, self._credential(c), **options)
                     )
                 except ValueError:
                     raise self._malformed() from None
             return self._queues[name]
 
     def _malformed(self) -> ConfigError:
+        if not isinstance(self._connection, str):
+            return ConfigError(
+                "AzureWebJobsStorage__blobServiceUri / __queueServiceUri (or __accountName) do "
+                "not make storage URLs: expected https://<account>.blob.core.windows.net"
+            )
         return ConfigError(
             f"{self.setting} is malformed: expected a storage connection string like "
             "DefaultEndpointsProtocol=https;AccountName=<name>;AccountKey=<key>;"

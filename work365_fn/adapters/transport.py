@@ -10,6 +10,7 @@ request id, never the token.
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 import time
@@ -40,6 +41,7 @@ from work365_fn.errors import (
     NotFoundError,
     ThrottledError,
 )
+from work365_fn.logs import count_request
 
 log = logging.getLogger(__name__)
 
@@ -239,16 +241,33 @@ def failure_fields(exc: BaseException | None) -> dict[str, object]:
     request id): Application Insights shows them as custom dimensions where the host forwards
     them."""
     if isinstance(exc, ApiError):
-        return {
-            "service": exc.service,
-            "status": exc.status,
-            "error_code": exc.code,
-            "request_id": exc.request_id,
-        }
+        return _with_dimensions(
+            {
+                "service": exc.service,
+                "status": exc.status,
+                "error_code": exc.code,
+                "request_id": exc.request_id,
+            }
+        )
     if isinstance(exc, AuthError):  # a refused credential is a 401; an unreachable authority not
         status = 503 if exc.transient else 401
-        return {"service": exc.service, "status": status, "error_code": exc.code or "auth"}
+        return _with_dimensions(
+            {"service": exc.service, "status": status, "error_code": exc.code or "auth"}
+        )
     return {}
+
+
+def _with_dimensions(fields: dict[str, object]) -> dict[str, object]:
+    """The same fields under the `work365.*` names infra/workbook.json queries
+    (docs/operations.md#monitoring): work365.service, .httpStatus, .errorCode, .requestId."""
+    names = {
+        "service": "work365.service",
+        "status": "work365.httpStatus",
+        "error_code": "work365.errorCode",
+        "request_id": "work365.requestId",
+    }
+    dims = {names[k]: v for k, v in fields.items() if v is not None}
+    return {**fields, **dims}
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -309,6 +328,13 @@ class Transport:
         self._request_id_header = api.request_id_header
         self.limiter = limiter
 
+    def with_retry(self, retry: RetryPolicy) -> Transport:
+        """The same transport (session, tokens, rate limiter) with another retry policy: the
+        Dataverse webhook's calls give up sooner, to answer within its 60 s (docs/events.md)."""
+        clone = copy.copy(self)
+        clone._retry = retry
+        return clone
+
     def send(
         self,
         method: str,
@@ -358,6 +384,7 @@ class Transport:
             self.limiter.acquire()  # before the token: a long wait must not age it
         all_headers = dict(headers)
         all_headers["Authorization"] = f"Bearer {self._tokens.token()}"
+        count_request(self.service)  # the run's requests per service (log dimensions)
         try:
             response = self._session.request(
                 method,

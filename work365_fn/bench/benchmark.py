@@ -173,7 +173,8 @@ def _pages(rows: int, size: int) -> int:
 def minimal_full(config: BenchConfig, generated: Generated) -> int:
     """tokens + customer pages + one subscriptions call per customer + setting and cutoff +
     one paged query each for provider accounts, default contracts and records + metadata (when
-    writing) + ceil(writes / batch size)."""
+    writing) + ceil(writes / batch size). The Account and contract names come with the reads
+    (formatted values): no request of their own."""
     n = config.customers
     writes = generated.writes
     return (
@@ -195,7 +196,8 @@ def minimal_incremental(config: BenchConfig) -> int:
     cutoff + the new-unassigned-records query + provider accounts of those records' Accounts
     and of the changed customers (In chunks) + the default contracts of their Accounts (one In
     query up to 100 Accounts, else all pages) + the changed customers' records (In chunks) +
-    metadata + ceil(writes / batch size)."""
+    metadata + ceil(writes / batch size). The names come with the reads (Accounts, contracts)
+    and from the customer names the last full run kept (customers)."""
     k = config.changed_customers
     subs = k * (config.subscriptions_per_customer + 1)
     return (

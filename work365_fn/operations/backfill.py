@@ -9,8 +9,9 @@ would then be `default-contract` are written, never one that carries billing ref
 - Every write is a PATCH with `If-Match` (the ETag read); a 412 re-reads the record and leaves it
   alone if it was assigned or changed in a way that matters (else it retries once).
 - Every write is journaled in the run store (`<run id>/backfill-journal`) before and after it,
-  so a crash leaves a truthful journal. `undo` clears exactly the lookups a run set, and only
-  where the record is unchanged since (its ETag is the one journaled after our write).
+  so a crash leaves a truthful journal. `--undo RUN_ID` is the one undo of any run
+  (operations/undo.py): it clears exactly the lookups the run set, where they still point to
+  the contract the run set.
 """
 
 from __future__ import annotations
@@ -32,24 +33,42 @@ from work365_fn.errors import (
     AuthError,
     ConflictError,
     NotFoundError,
-    Work365Error,
     error_json,
 )
 from work365_fn.logs import RunLog
 from work365_fn.operations.inputs import BadRequest, boolean, guid_list, optional_guid
+from work365_fn.operations.notes import NoteContext, note_for_write
 from work365_fn.operations.reader import ReaderDeps, ReadOptions, read_tenant
-from work365_fn.rules import Reason, World, decide_for_record, plan
+from work365_fn.operations.run_documents import BACKFILL_JOURNAL, Journal, JournalNotFoundError
+from work365_fn.operations.undo import UndoDeps, UndoRequest, run_undo
+from work365_fn.rules import Action, Decision, Reason, World, decide_for_record, plan
 from work365_fn.rules.fixes import billing_references_fix
 from work365_fn.rules.model import AssociationSetting, PcSubscription, SubscriptionRecord, norm_id
+from work365_fn.rules.names import account_names_read, contract_names_read
+from work365_fn.rules.reasons import LANDS
 from work365_fn.rules.summary import setting_json
 from work365_fn.rules.timestamps import format_timestamp
 
 log = logging.getLogger(__name__)
 
+_LANDING_VALUES = frozenset(r.value for r in LANDS)
+
 SCHEMA_VERSION = 1
-JOURNAL = "backfill-journal"
+JOURNAL = BACKFILL_JOURNAL
 JOURNAL_PAGE = 100  # entries per journal document
 BILLING_REFERENCES = "billing-references"  # the skip reason of records carrying references
+
+__all__ = [
+    "JOURNAL",
+    "BackfillDeps",
+    "BackfillPlan",
+    "BackfillRequest",
+    "JournalNotFoundError",
+    "backfill_job",
+    "load_journal",
+    "run_backfill",
+    "undo_backfill",
+]
 
 
 @dataclass(frozen=True)
@@ -63,10 +82,6 @@ class BackfillDeps:
     run_store: RunStore
     table: SubscriptionTable
     run_deadline_seconds: float | None = None
-
-
-class JournalNotFoundError(Work365Error):
-    """`undo` named a run that has no backfill journal in the run store."""
 
 
 @dataclass(frozen=True)
@@ -118,7 +133,7 @@ class Item:
 
     @property
     def eligible(self) -> bool:
-        return self.reason == Reason.DEFAULT_CONTRACT.value
+        return self.reason in _LANDING_VALUES  # default-contract, or landing-rule
 
     def to_json(self, *, action: str) -> dict[str, Any]:
         return {
@@ -221,94 +236,12 @@ def _item(
             f"carries billing references ({', '.join(sorted(references))}): "
             + billing_references_fix()
         )
-    elif decision.reason is not Reason.DEFAULT_CONTRACT:
+    elif decision.reason not in LANDS:
         item.contract_id = None
     return item
 
 
 # ---- apply ---------------------------------------------------------------------------------
-
-
-class Journal:
-    """The run's journal: `backfill-journal` (the header and the first JOURNAL_PAGE entries),
-    then `backfill-journal-0001`, ... with the next pages. Each change puts only the page it is
-    on, so a run of n writes costs O(n) bytes of journal, not O(n^2)."""
-
-    def __init__(self, store: RunStore, run_id: str, clock: Callable[[], datetime]) -> None:
-        self.store = store
-        self.run_id = run_id
-        self.clock = clock
-        self.header: dict[str, Any] = {
-            "schemaVersion": SCHEMA_VERSION,
-            "runId": run_id,
-            "kind": "backfill-journal",
-            "status": "running",
-            "startedAt": self.now(),
-            "updatedAt": self.now(),
-        }
-        self.pages: list[list[dict[str, Any]]] = [[]]
-        self._page_of: dict[int, int] = {}  # id(entry) -> its page
-
-    @classmethod
-    def open(cls, store: RunStore, run_id: str, clock: Callable[[], datetime]) -> Journal:
-        """The run's journal, continued when it exists (a job retried after a failure keeps the
-        entries of its first attempt, so an undo still sees every write of the run)."""
-        journal = cls(store, run_id, clock)
-        journal.load()
-        return journal
-
-    def load(self) -> bool:
-        """Read every page; False when the run has no journal."""
-        head = self.store.get(self.run_id, JOURNAL)
-        if head is None:
-            return False
-        self.header = {k: v for k, v in head.items() if k not in ("entries", "page")}
-        self.pages = [list(head.get("entries", []))]
-        for name in self.store.names(self.run_id, f"{JOURNAL}-"):
-            page = self.store.get(self.run_id, name)
-            self.pages.append(list(page.get("entries", [])) if page else [])
-        self._page_of = {id(e): i for i, page in enumerate(self.pages) for e in page}
-        return True
-
-    @property
-    def entries(self) -> list[dict[str, Any]]:
-        return [e for page in self.pages for e in page]
-
-    def to_json(self) -> dict[str, Any]:
-        """The whole journal as one document (header and every entry)."""
-        return {**self.header, "entries": self.entries}
-
-    def now(self) -> str:
-        return format_timestamp(self.clock())
-
-    def save(self, page: int = 0) -> None:
-        self.header["updatedAt"] = self.now()
-        name = JOURNAL if page == 0 else f"{JOURNAL}-{page:04d}"
-        document = (
-            {**self.header, "page": 0, "entries": self.pages[0]}
-            if page == 0
-            else {"runId": self.run_id, "kind": "backfill-journal", "page": page}
-            | {"entries": self.pages[page]}
-        )
-        self.store.put(self.run_id, name, document)
-
-    def set_status(self, status: str) -> None:
-        self.header["status"] = status
-        self.save(0)
-
-    def add(self, entry: dict[str, Any]) -> dict[str, Any]:
-        entry["at"] = self.now()
-        if len(self.pages[-1]) >= JOURNAL_PAGE:
-            self.pages.append([])
-        self.pages[-1].append(entry)
-        self._page_of[id(entry)] = len(self.pages) - 1
-        self.save(len(self.pages) - 1)
-        return entry
-
-    def update(self, entry: dict[str, Any], **changes: Any) -> None:
-        entry.update(changes)
-        entry["at"] = self.now()
-        self.save(self._page_of[id(entry)])
 
 
 def apply_backfill(
@@ -330,7 +263,7 @@ def apply_backfill(
         repo=deps.repository,
         bindings=deps.bindings(),
         columns=deps.table.billing_references,
-        journal=Journal.open(deps.run_store, bf.run_id, clock),
+        journal=_journal(deps.run_store, bf.run_id, clock),
         rlog=rlog,
     )
     writing.journal.set_status("running")
@@ -367,6 +300,8 @@ def _write(writing: _Writing, bf: BackfillPlan, item: Item) -> None:
                 "subscriptionId": item.subscription_id,
                 "customerId": item.customer_id,
                 "contractId": item.contract_id,
+                "previousContractId": None,
+                "operation": "updated",
                 "navigation": bindings.billing_contract_nav,
                 "etagBefore": record.etag,
                 "etagAfter": None,
@@ -374,7 +309,7 @@ def _write(writing: _Writing, bf: BackfillPlan, item: Item) -> None:
             }
         )
         try:
-            etag = repo.assign(record, item.contract_id, bindings)
+            etag = _assign(writing, bf, item, record)
         except ConflictError:
             journal.update(entry, state="conflict")
             rlog.info("record %s changed since read (412): re-reading", record.id)
@@ -402,6 +337,43 @@ def _write(writing: _Writing, bf: BackfillPlan, item: Item) -> None:
         item.result = "assigned"
         rlog.info("record %s assigned to contract %s", record.id, item.contract_id)
         return
+
+
+def _assign(
+    writing: _Writing, bf: BackfillPlan, item: Item, record: SubscriptionRecord
+) -> str | None:
+    """The conditional PATCH of one record; with notes on (WORK365_WRITE_NOTES, the bindings
+    carry the note's navigation property) in one `$batch` change set with its note, exactly as
+    the sync writes (operations/writer.py): both happen or neither."""
+    repo, bindings = writing.repo, writing.bindings
+    assert item.contract_id is not None
+    if bindings.note_nav is None:
+        return repo.assign(record, item.contract_id, bindings)
+    sub = bf.subscriptions.get(item.subscription_id) or PcSubscription(
+        item.subscription_id, item.customer_id
+    )
+    why = "backfill --apply of a record created before the cutoff"
+    decision = Decision(
+        subscription=sub,
+        record=record,
+        reason=Reason(item.reason),
+        action=Action.ASSIGN,
+        account_id=item.account_id,
+        contract_id=item.contract_id,
+        message=f"{why}; {item.message}" if item.message else why,
+    )
+    accounts = account_names_read(bf.world.provider_accounts, bf.world.contracts, bf.world.records)
+    contracts = contract_names_read(bf.world.contracts, bf.world.records)
+    note = note_for_write(
+        decision,
+        NoteContext(bf.run_id, bf.setting.since, bf.setting.since_source),
+        contract_name=contracts.get(item.contract_id.lower()),
+        account_name=accounts.get((item.account_id or "").lower()),
+    )
+    write = repo.assign_operation(record, item.contract_id, bindings)
+    return repo.write_with_note(
+        write, repo.note_operation(record.id, note.subject, note.text, bindings)
+    )
 
 
 def _reread(
@@ -443,193 +415,38 @@ def undo_backfill(
     *,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> dict[str, Any]:
-    """Clear the lookups the journaled run set, where the record is unchanged since."""
+    """`backfill --undo RUN_ID`: the one undo of any run (operations/undo.py)."""
     assert request.undo is not None
-    target = request.undo.lower()
-    rlog = RunLog(log, {"run_id": run_id})
-    journal = _undone_journal(deps.run_store, target, clock)
-    started = clock()
-    errors: list[dict[str, object]] = []
-    undo = _Undo(
-        repo=deps.repository,
-        journal=journal,
+    undo = UndoRequest(
+        undo_of=request.undo.lower(),
         apply=request.apply,
-        run_id=run_id,
-        errors=errors,
-        rlog=rlog,
+        customer_ids=request.customer_ids,
+        budget_seconds=request.budget_seconds,
     )
-    items: list[dict[str, Any]] = []
-    customer_scope = set(request.customer_ids)
-    for entry in journal.entries:  # each entry records its undo, page by page
-        if entry.get("state") not in ("assigned", "pending"):
-            continue
-        if customer_scope and entry.get("customerId") not in customer_scope:
-            continue
-        items.append(_undo_one(undo, entry))
-    return {
-        "schemaVersion": SCHEMA_VERSION,
-        "runId": run_id,
-        "kind": "undo",
-        "undoOf": target,
-        "apply": request.apply,
-        "status": "partial" if errors else "succeeded",
-        "startedAt": format_timestamp(started),
-        "finishedAt": format_timestamp(clock()),
-        "setting": None,
-        "counts": _undo_counts(items),
-        "items": items,
-        "skippedCustomers": [],
-        "errors": errors,
-        "warnings": [],
-    }
-
-
-def _undone_journal(store: RunStore, target: str, clock: Callable[[], datetime]) -> Journal:
-    """The journal of the run to undo, or JournalNotFoundError saying what to check."""
-    journal = Journal(store, target, clock)
-    if not journal.load():
-        raise JournalNotFoundError(
-            f"no backfill journal for run {target}: check the run id (it is printed by "
-            "`backfill --apply`) and that the same run store is used (WORK365_STATE_DIR or the "
-            "app's storage account)"
-        )
-    return journal
-
-
-def _undo_counts(items: list[dict[str, Any]]) -> dict[str, int]:
-    return {
-        "entries": len(items),
-        "eligible": sum(i["action"] == "clear" for i in items),
-        "cleared": sum(i["result"] == "cleared" for i in items),
-        "changed": sum(i["result"] == "changed" for i in items),
-        "skipped": sum(i["result"] == "skipped" for i in items),
-        "failed": sum(i["result"] == "failed" for i in items),
-    }
-
-
-@dataclass(frozen=True)
-class _Undo:
-    """What undoing a backfill run works with: the repository, the undone run's journal (each
-    entry records its undo), whether to write, this run's id, the run's error list (appended
-    to) and its log."""
-
-    repo: Repository
-    journal: Journal
-    apply: bool
-    run_id: str
-    errors: list[dict[str, object]]
-    rlog: RunLog
-
-    def mark(self, entry: dict[str, Any], state: str) -> None:
-        """Journal the entry's undo as `state`, now."""
-        self.journal.update(
-            entry, undo={"runId": self.run_id, "state": state, "at": self.journal.now()}
-        )
-
-
-def _undo_one(undo: _Undo, entry: dict[str, Any]) -> dict[str, Any]:
-    """Undo one journaled write (or say what undo would do): the item of the undo's result."""
-    item = _undo_item(entry)
-    try:
-        record, _ = undo.repo.record_row(item["recordId"])
-    except NotFoundError:
-        item["message"] = "the record no longer exists"
-        return item
-    item["recordName"] = record.name
-    item["accountId"] = (record.account_id or "").lower() or None
-    if _left_alone(undo, entry, record, item):
-        return item
-    item["action"] = "clear"
-    if not undo.apply:
-        item["result"] = "planned"
-        return item
-    _clear(undo, entry, record, item)
-    return item
-
-
-def _undo_item(entry: dict[str, Any]) -> dict[str, Any]:
-    """The undo's item for a journal entry, before the record is read: skipped, no action."""
-    return {
-        "customerId": entry.get("customerId"),
-        "subscriptionId": entry.get("subscriptionId"),
-        "recordId": str(entry["recordId"]),
-        "recordName": "",
-        "accountId": None,
-        "billingContractId": str(entry["contractId"]),
-        "action": "none",
-        "reason": "undo",
-        "result": "skipped",
-        "message": "",
-    }
-
-
-def _left_alone(
-    undo: _Undo, entry: dict[str, Any], record: SubscriptionRecord, item: dict[str, Any]
-) -> bool:
-    """True (the item says why) when the record's lookup is not ours to clear: the backfill
-    stopped mid-write, the lookup is already empty, or the record changed since the write."""
-    contract = item["billingContractId"]
-    current = (record.billing_contract_id or "").lower()
-    undo_state = (entry.get("undo") or {}).get("state")
-    if entry.get("state") == "pending":
-        # The run stopped between its write and the journal's update: the write may or may not
-        # have happened, and no ETag proves the record unchanged since. Never guess.
-        item["message"] = (
-            "the backfill stopped mid-write: nothing to clear (the lookup is empty)"
-            if not current
-            else f"the backfill stopped mid-write: the record is on contract {current}, but "
-            "nothing proves it unchanged since; check it by hand"
-        )
-        return True
-    if not current:
-        item["result"] = "cleared" if undo_state == "pending" else "skipped"
-        item["message"] = "the lookup is already empty"
-        if undo.apply and undo_state == "pending":
-            undo.mark(entry, "cleared")
-        return True
-    if current != contract or record.etag != entry.get("etagAfter"):
-        item["result"] = "changed"
-        item["message"] = (
-            f"changed since the backfill (now on contract {current}): left alone"
-            if current != contract
-            else "modified since the backfill (its ETag changed): left alone"
-        )
-        return True
-    return False
-
-
-def _clear(
-    undo: _Undo, entry: dict[str, Any], record: SubscriptionRecord, item: dict[str, Any]
-) -> None:
-    """Clear the lookup our write set (If-Match: the ETag journaled after it), journaled before
-    and after."""
-    record_id, contract = item["recordId"], item["billingContractId"]
-    assert record.etag is not None
-    undo.mark(entry, "pending")
-    try:
-        undo.repo.clear_contract(record_id, str(entry["navigation"]), etag=record.etag)
-    except ConflictError:
-        undo.mark(entry, "changed")
-        item["result"], item["message"] = "changed", "modified meanwhile (412): left alone"
-        return
-    except ApiError as exc:
-        undo.mark(entry, "failed")
-        item["result"], item["message"] = "failed", str(exc)
-        undo.errors.append(error_json(exc, item["customerId"]))
-        return
-    undo.journal.update(entry, state="undone", undo={"runId": undo.run_id, "state": "cleared"})
-    undo.rlog.info(
-        "record %s: contract %s cleared (undo of %s)", record_id, contract, undo.journal.run_id
+    deps_undo = UndoDeps(
+        repository=deps.repository,
+        run_store=deps.run_store,
+        clock=clock,
+        monotonic=deps.reader.monotonic,
+        note_bindings=deps.bindings,  # the note's navigation property when notes are on
     )
-    item["result"] = "cleared"
+    return run_undo(deps_undo, undo, run_id)
 
 
 # ---- the whole run -------------------------------------------------------------------------
 
 
+def _journal(store: RunStore, run_id: str, clock: Callable[[], datetime]) -> Journal:
+    """The backfill run's journal, continued when it exists (a job retried after a failure
+    keeps the entries of its first attempt, so an undo still sees every write of the run)."""
+    journal = Journal(store, run_id, clock, name=JOURNAL, page_size=JOURNAL_PAGE)
+    journal.load()
+    return journal
+
+
 def load_journal(store: RunStore, run_id: str) -> dict[str, Any] | None:
-    """A run's whole journal as one document (None when it has none)."""
-    journal = Journal(store, run_id, lambda: datetime.now(UTC))
+    """A backfill run's whole journal as one document (None when it has none)."""
+    journal = Journal(store, run_id, lambda: datetime.now(UTC), name=JOURNAL)
     return journal.to_json() if journal.load() else None
 
 

@@ -7,7 +7,9 @@
 3. the Provider Account -> Account mapping (missing; a Provider Account without Account; several
    Provider Accounts mapping the customer to different Accounts; a subscription record under
    another Account);
-4. multiple active defaults.
+4. multiple active defaults;
+5. `credentials`, when the expiry of a client secret or certificate is known: fails from 7
+   days before it expires (rules/expiry.py).
 
 Each check: `{"check", "ok", "records": [{"table", "id", "name"}], "fix", "detail"}` (and
 `"skipped": true` when an earlier finding decides). Every check is an explanation of a rule of
@@ -44,11 +46,14 @@ from work365_fn.rules import (
     is_eligible,
     is_existing,
     landing_contract,
+    landing_trail,
     plan,
     resolve_account,
 )
 from work365_fn.rules import fixes as sentences
+from work365_fn.rules.expiry import FAIL_DAYS, CredentialExpiry, expiry_failures
 from work365_fn.rules.fixes import Namer, label
+from work365_fn.rules.landing import LandingRules, Verdict, verdict_json
 from work365_fn.rules.model import (
     AssociationSetting,
     BillingContract,
@@ -101,6 +106,9 @@ class DiagnoseDeps:
     concurrency: int = 8  # Partner Center calls in flight when searching customers
     monotonic: Callable[[], float] = time.monotonic  # the time budget of that search
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)  # is the cutoff in the future?
+    landing: LandingRules | None = None  # WORK365_LANDING_RULES_FILE: shown per subscription
+    # The credentials whose expiry is known: the `credentials` check (rules/expiry.py).
+    credential_expiries: tuple[CredentialExpiry, ...] = ()
 
 
 @dataclass
@@ -179,6 +187,9 @@ class Findings:
     resolution: AccountResolution | None  # None without a customer
     contracts: Sequence[BillingContract]  # every contract of the Accounts the mapping names
     account_names: Mapping[str, str]
+    # Why Partner Center cannot serve the customer (unknown, no reseller relationship): said
+    # first by `partner-center`, so no later check advises mapping it. "" when it can.
+    unreachable: str = ""
     defaults: Mapping[str, list[BillingContract]] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -228,11 +239,14 @@ class _Diagnosis:
         self.subscription_id = request.subscription_id.lower() if request.subscription_id else None
         self.customer: Customer | None = None
         self.customer_listed = True
+        self.unreachable = ""
         self.setting: AssociationSetting | None = None
         self.partner_center_checks: list[DiagnosisCheck] = []
         self.checks: list[DiagnosisCheck] = []
         self.decisions: list[Decision] = []
         self.fixes: dict[str, str] = {}
+        self.namer: Namer | None = None
+        self.trails: dict[str, tuple[Verdict, ...] | None] = {}
         self.errors: list[dict[str, object]] = []
         self.warnings: list[str] = []
         self.fatal = False
@@ -256,8 +270,10 @@ class _Diagnosis:
             provider_accounts=findings.provider_accounts,
             contracts=findings.contracts,
             create_missing=self.deps.create_missing,
+            landing=self.deps.landing,
         )
         self.decisions = plan(world)
+        self.trails = {d.subscription.id: landing_trail(world, d) for d in self.decisions}
         namer = Namer(
             provider_accounts=findings.provider_accounts,
             contracts=findings.contracts,
@@ -269,6 +285,7 @@ class _Diagnosis:
             ),
         )
         self.fixes = {d.subscription.id: namer.todo(d) for d in self.decisions}
+        self.namer = namer
         # Partner Center first: when it does not list the customer, nothing below can help.
         self.checks = self.partner_center_checks + checks_of(findings)
 
@@ -286,7 +303,8 @@ class _Diagnosis:
                 self.customer_id, by_customer(pas).get(self.customer_id, [])
             )
         accounts = resolution.accounts if resolution else []
-        contracts = self.repo.contracts_of_accounts(accounts) if accounts else []
+        columns = self.deps.landing.columns if self.deps.landing else ()
+        contracts = self.repo.contracts_of_accounts(accounts, columns) if accounts else []
         named = set(accounts) | {r.account_id.lower() for r in records if r.account_id}
         return Findings(
             tables=self.deps.tables,
@@ -297,6 +315,7 @@ class _Diagnosis:
             customer_id=self.customer_id,
             customer_name=self.customer.company_name if self.customer else "",
             customer_listed=self.customer_listed,
+            unreachable=self.unreachable,
             records=records,
             resolution=resolution,
             contracts=contracts,
@@ -311,16 +330,18 @@ class _Diagnosis:
             return pc.subscriptions(customer_id)
         except NotFoundError:
             self.customer_listed = False
+            self.unreachable = f"Partner Center has no customer {customer_id}"
             self._partner_center_check(
-                f"Partner Center has no customer {customer_id}",
+                self.unreachable,
                 "Check the customer tenant id: it must be a customer of this partner tenant.",
             )
         except ApiError as exc:
             if not is_no_relationship(exc):
                 raise
             self.errors.append(error_json(exc, customer_id))
+            self.unreachable = f"no reseller relationship with customer {customer_id} (403 20002)"
             self._partner_center_check(
-                f"no reseller relationship with customer {customer_id} (403 20002)",
+                self.unreachable,
                 "Re-establish the reseller relationship in Partner Center, or remove the "
                 "customer's Provider Account.",
             )
@@ -408,13 +429,18 @@ class _Diagnosis:
     def to_json(self) -> dict[str, Any]:
         subscriptions = []
         for d in sorted(self.decisions, key=lambda d: d.subscription.id):
-            row = decision_json(d)
+            row = decision_json(d, self.namer)
             row["subscriptionName"] = d.subscription.display_name
             row["recordName"] = d.record.name if d.record else ""
             row.setdefault("message", "")
             row["fix"] = self.fixes.get(d.subscription.id, "")
+            if self.deps.landing is not None:  # which rule decided, why the others did not
+                trail = self.trails.get(d.subscription.id)
+                row["landingRules"] = [verdict_json(v) for v in trail or ()]
             subscriptions.append(row)
-        checks = self.checks or self.partner_center_checks
+        checks = (self.checks or self.partner_center_checks) + credentials_checks(
+            self.deps.credential_expiries, self.started
+        )
         ok = not self.fatal and all(c.ok for c in checks)
         status = "failed" if self.fatal else "partial" if self.errors else "succeeded"
         return {
@@ -592,11 +618,9 @@ def provider_account_check(f: Findings) -> DiagnosisCheck:
             "the subscription's Partner Center customer is unknown",
         )
     pas = f.provider_accounts
-    if not pas and not f.customer_listed:
-        # Never advise mapping a customer that Partner Center does not know (partner-center).
-        return skipped(
-            "provider-account", f"not checked: Partner Center has no customer {f.customer_id}"
-        )
+    if not pas and f.unreachable:
+        # Never advise mapping a customer Partner Center cannot serve (partner-center said why).
+        return skipped("provider-account", f"not checked: {f.unreachable}")
     return DiagnosisCheck(
         "provider-account",
         bool(pas),
@@ -694,6 +718,24 @@ def multiple_defaults_check(f: Findings) -> DiagnosisCheck:
         or "no Account has more than one active default",
         skipped=not f.accounts,
     )
+
+
+def credentials_checks(expiries: Sequence[CredentialExpiry], now: datetime) -> list[DiagnosisCheck]:
+    """(5) the app's credentials, when an expiry is known (none: no check): fails from
+    FAIL_DAYS days before a client secret or certificate expires (rules/expiry.py)."""
+    if not expiries:
+        return []
+    failing = expiry_failures(expiries, now)
+    return [
+        DiagnosisCheck(
+            "credentials",
+            not failing,
+            [],
+            " ".join(failing),
+            "; ".join(e.state(now) for e in sorted(expiries, key=lambda e: e.expires_at))
+            + ("" if failing else f" (fails {FAIL_DAYS} days before)"),
+        )
+    ]
 
 
 def _record_refs(f: Findings, records: Iterable[SubscriptionRecord]) -> list[dict[str, Any]]:

@@ -33,7 +33,7 @@ import tempfile
 import uuid
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import IO, Any
 
@@ -41,6 +41,7 @@ from work365_fn.adapters.partner_center import PartnerCenterClient
 from work365_fn.adapters.storage import FULL_SYNC_LOCK, JobQueue, LeaseTakenError, RunStore
 from work365_fn.errors import ApiError, AuthError, ConfigError, Work365Error, error_json
 from work365_fn.logs import log_summary_json, run_context
+from work365_fn.operations.customer_names import save_customer_names
 from work365_fn.operations.incremental import (
     Mode,
     Watermark,
@@ -143,7 +144,8 @@ def start_timer_run(
     with run_context(run_id), deps.full_sync_lease(run_id):
         try:
             pc = deps.partner_center(run_id)
-            customers = sorted({c.id.lower() for c in pc.iter_customers()})
+            listed = list(pc.iter_customers())
+            customers = sorted({c.id.lower() for c in listed})
         except (ApiError, AuthError) as exc:
             log.error("listing the customers failed: %s", exc)
             return _failed_listing(run_id, started, exc, now)
@@ -154,7 +156,12 @@ def start_timer_run(
                 settings.threshold,
             )
             return None
-        return _fan_out(deps, store, run_id, customers, started, now)
+        try:  # the names the listing read, for the incremental and scoped runs until the next
+            save_customer_names(store, listed, started)
+        except Work365Error as exc:
+            log.warning("could not keep the customer names: %s", exc)
+        names = {c.id.lower(): c.company_name for c in listed}
+        return _fan_out(deps, store, run_id, {c: names.get(c, "") for c in customers}, started, now)
 
 
 def _full_run_due(settings: FanoutSettings, store: RunStore, now: datetime) -> bool:
@@ -186,11 +193,12 @@ def _fan_out(
     deps: FanoutDeps,
     store: RunStore,
     run_id: str,
-    customers: list[str],
+    named: dict[str, str],  # every customer id (sorted) -> its name ("" when it has none)
     started: datetime,
     now: Clock,
 ) -> FanoutRun:
     settings = deps.settings
+    customers = list(named)
     size = settings.batch_size
     batches = split(customers, size)
     stamp = format_timestamp(started)
@@ -223,9 +231,8 @@ def _fan_out(
     queue = deps.job_queue()
     payload = {"dryRun": False, "mode": "full"}
     for index, ids in enumerate(batches):
-        message = JobMessage(
-            run_id, "sync", payload, started, CustomerBatch(index, len(batches), ids)
-        )
+        batch = CustomerBatch(index, len(batches), ids)
+        message = _with_names(JobMessage(run_id, "sync", payload, started, batch), named)
         try:
             queue.send(message.to_json())
         except ApiError as exc:
@@ -241,6 +248,27 @@ def _fan_out(
         queue.name,
     )
     return FanoutRun(run_id, len(customers), len(batches), size)
+
+
+# Azure Queue Storage takes messages of up to 64 KiB; ours are Base64 on the wire (4 bytes per 3),
+# so the JSON may take 48 KiB. https://learn.microsoft.com/azure/storage/queues/storage-queues-introduction
+QUEUE_MESSAGE_MAX_JSON = 48 * 1024
+
+
+def _with_names(message: JobMessage, names: dict[str, str]) -> JobMessage:
+    """The batch's message carrying its customers' names (the listing read them: the batch then
+    names its customers without a request), as many as fit the queue's message size; the
+    customers left out are named from the stored map (operations/customer_names.py). With the
+    default batch of 50, names of up to ~700 characters each fit."""
+    assert message.batch is not None
+    pairs = [(c, names[c]) for c in message.batch.customer_ids if names.get(c)]
+    while pairs:
+        batch = replace(message.batch, customer_names=tuple(pairs))
+        candidate = replace(message, batch=batch)
+        if len(json.dumps(candidate.to_json()).encode()) <= QUEUE_MESSAGE_MAX_JSON:
+            return candidate
+        pairs = pairs[: len(pairs) // 2]
+    return message
 
 
 def _not_queued(

@@ -107,6 +107,8 @@ def _attempt(
         payload = message.payload
         if message.batch is not None:
             payload = {**payload, "customerIds": list(message.batch.customer_ids)}
+            if message.batch.customer_names:  # the names the fan-out listing read
+                payload["customerNames"] = dict(message.batch.customer_names)
         return job(payload, message.run_id), None
     except JobUnavailable as exc:
         rlog.error("%s", exc)

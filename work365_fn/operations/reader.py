@@ -23,6 +23,7 @@ from work365_fn.errors import ApiError, AuthError, Work365Error, error_json
 from work365_fn.logs import RunLog, submit_in_context
 from work365_fn.rules import World
 from work365_fn.rules.fixes import cutoff_warnings
+from work365_fn.rules.landing import LandingRules
 from work365_fn.rules.model import (
     AssociationSetting,
     BillingContract,
@@ -32,6 +33,7 @@ from work365_fn.rules.model import (
     SubscriptionRecord,
     norm_id,
 )
+from work365_fn.rules.names import account_names_read, unnamed
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +50,13 @@ class ReaderDeps:
     monotonic: Callable[[], float] = time.monotonic
     create_missing: bool = False  # WORK365_CREATE_MISSING: decides not-synced subscriptions
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)  # is the cutoff in the future?
+    # WORK365_LANDING_RULES_FILE: with rules, every active contract is read too (with the
+    # columns the rules select by), and the rules decide first. None: today's reads exactly.
+    landing: LandingRules | None = None
+
+    @property
+    def landing_columns(self) -> tuple[str, ...] | None:
+        return self.landing.columns if self.landing is not None else None
 
 
 @dataclass(frozen=True)
@@ -77,6 +86,13 @@ class Snapshot:
     errors: list[dict[str, object]] = field(default_factory=list)
     skipped_customers: list[dict[str, str]] = field(default_factory=list)
     create_missing: bool = False
+    landing: LandingRules | None = None  # the rules the read was made for (ReaderDeps.landing)
+
+    def customer_names(self) -> dict[str, str]:
+        """Lower-case customer id -> Partner Center company name, where the read knows it (a
+        customer listing carries the names; a scoped read gets them from operations/
+        customer_names.py)."""
+        return {c.id.lower(): c.company_name for c in self.customers if c.company_name}
 
     def world(self, *, create_missing: bool | None = None) -> World:
         """The rules' input; create mode as the read was told unless given."""
@@ -89,6 +105,7 @@ class Snapshot:
             provider_accounts=self.provider_accounts,
             contracts=self.contracts,
             create_missing=create_missing,
+            landing=self.landing,
         )
 
 
@@ -130,6 +147,7 @@ def fill(deps: ReaderDeps, snapshot: Snapshot, options: ReadOptions) -> None:
     """`read_tenant` into a snapshot the caller holds: when a read raises, what was read
     before (a scoped run's Partner Center errors and skipped customers) is still in it."""
     rlog = RunLog(log, {"run_id": snapshot.run_id})
+    snapshot.landing = deps.landing
     if options.scope is None:
         _read_dataverse(deps, snapshot, options, None)
         _read_partner_center(deps, snapshot, None, options.deadline, rlog)
@@ -143,7 +161,11 @@ def fill(deps: ReaderDeps, snapshot: Snapshot, options: ReadOptions) -> None:
         len(snapshot.records),
     )
     if options.names:
-        snapshot.account_names = deps.repository.account_names(_accounts_named(snapshot))
+        # The reads carried the names (formatted values); only Accounts they left unnamed are
+        # looked up (none in a consistent tenant).
+        names = account_names_read(snapshot.provider_accounts, snapshot.contracts, snapshot.records)
+        names.update(read_account_names(deps, unnamed(_accounts_named(snapshot), names)))
+        snapshot.account_names = names
 
 
 def _read_dataverse(
@@ -152,11 +174,11 @@ def _read_dataverse(
     repo = deps.repository
     if scope is None:
         snapshot.provider_accounts = repo.provider_accounts()
-        snapshot.contracts = repo.default_contracts()
+        snapshot.contracts = repo.default_contracts(deps.landing_columns)
     elif snapshot.subscriptions:
         snapshot.provider_accounts = repo.provider_accounts_of_customers(scope)
         accounts = [pa.account_id for pa in snapshot.provider_accounts if pa.account_id]
-        snapshot.contracts = repo.default_contracts_of_accounts(accounts)
+        snapshot.contracts = repo.default_contracts_of_accounts(accounts, deps.landing_columns)
     columns = list(options.reference_columns)
     if scope is None and not columns:
         snapshot.records = repo.subscription_records()
@@ -170,6 +192,14 @@ def _read_dataverse(
         present = {c: str(v) for c, v in values.items() if v not in (None, "")}
         if present:
             snapshot.references[record.id] = present
+
+
+def read_account_names(deps: ReaderDeps, account_ids: Sequence[str]) -> dict[str, str]:
+    """The names of these Accounts (lower-case id -> name): the fallback for Accounts no read
+    named through a lookup's formatted value. The Account table's id and primary name column
+    only, `In` queries of 100 ids (nothing is read for no Account). Raises like any Dataverse
+    read."""
+    return deps.repository.account_names(account_ids) if account_ids else {}
 
 
 def _accounts_named(snapshot: Snapshot) -> list[str]:

@@ -3,11 +3,11 @@
 Counts first, then the lists: subscriptions the next sync would leave unassigned (with their
 reason and fix), Accounts with a Provider Account and no active default contract, Accounts with
 several active defaults, inactive default contracts, Provider Accounts without an Account,
-Partner Center customers without a Provider Account, and customers whose Provider Accounts map
-to different Accounts.
+Partner Center customers without a Provider Account, customers whose Provider Accounts map
+to different Accounts, and Accounts a landing rule cannot serve (no contract, or several).
 
 Every list is what a rule of `work365_fn.rules` returns (`plan`, `LISTED`, `resolve_account`,
-`landing_contract`, `is_eligible`): nothing here decides a rule again.
+`landing_contract`, `landing_outcome`, `is_eligible`): nothing here decides a rule again.
 """
 
 from __future__ import annotations
@@ -36,11 +36,14 @@ from work365_fn.rules import (
     fixes,
     is_eligible,
     landing_contract,
+    landing_outcome,
     plan,
     resolve_account,
 )
 from work365_fn.rules.fixes import Namer, label
+from work365_fn.rules.landing import Verdict
 from work365_fn.rules.model import BillingContract, ProviderAccount
+from work365_fn.rules.names import contract_names_read
 from work365_fn.rules.summary import decision_json, setting_json, sorted_decisions
 from work365_fn.rules.timestamps import format_timestamp
 
@@ -67,6 +70,7 @@ LISTS = (
     "unmappedProviderAccounts",
     "customersWithoutProviderAccount",
     "customersWithSeveralAccounts",
+    "accountsLandingRulesCannotServe",
 )
 
 Item = dict[str, Any]
@@ -142,7 +146,7 @@ class Tenant:
             account_names=snapshot.account_names,
             since=snapshot.setting.since,
             customer_names={c.id: c.company_name for c in snapshot.customers},
-        )
+        ).with_contract_names(contract_names_read(snapshot.contracts, snapshot.records))
         resolutions = {
             customer: resolve_account(customer, pas)
             for customer, pas in world.pas_by_customer.items()
@@ -166,6 +170,7 @@ def build_report(
         "unmappedProviderAccounts": unmapped_provider_accounts(tenant),
         "customersWithoutProviderAccount": customers_without_provider_account(tenant),
         "customersWithSeveralAccounts": customers_with_several_accounts(tenant),
+        "accountsLandingRulesCannotServe": accounts_landing_rules_cannot_serve(tenant),
     }
     reasons = [d.reason for d in tenant.decisions]
     return {
@@ -354,6 +359,43 @@ def customers_with_several_accounts(tenant: Tenant) -> list[Item]:
     ]
 
 
+def accounts_landing_rules_cannot_serve(tenant: Tenant) -> list[Item]:
+    """Accounts where a landing rule decided a subscription but found no contract, or several
+    without one default among them (no-landing-contract, multiple-landing-contracts): one item
+    per Account and rule, with the contracts the rule selected. Empty without rules."""
+    world = tenant.world
+    grouped: dict[tuple[str, int], list[Decision]] = defaultdict(list)
+    verdicts: dict[tuple[str, int], Verdict] = {}
+    for d in tenant.decisions:
+        if d.reason not in _CANNOT_SERVE or d.account_id is None:
+            continue
+        verdict = landing_outcome(world, d.subscription, d.account_id).verdict
+        assert verdict is not None  # these reasons come from a rule
+        key = (d.account_id, verdict.rule.number)
+        grouped[key].append(d)
+        verdicts[key] = verdict
+    out = []
+    for (account, number), decisions in sorted(grouped.items()):
+        verdict = verdicts[(account, number)]
+        name = tenant.namer.account(account)
+        out.append(
+            {
+                "accountId": account,
+                "accountName": name,
+                "rule": verdict.rule.number,
+                "ruleName": verdict.rule.name,
+                "reason": decisions[0].reason.value,
+                "contracts": [_ref(c.id, c.name) for c in _by_id(list(verdict.candidates))],
+                "subscriptions": sorted(d.subscription.id.lower() for d in decisions),
+                "fix": tenant.namer.fix(decisions[0]),
+            }
+        )
+    return out
+
+
+_CANNOT_SERVE = frozenset({Reason.NO_LANDING_CONTRACT, Reason.MULTIPLE_LANDING_CONTRACTS})
+
+
 # ---- CSV -----------------------------------------------------------------------------------
 
 
@@ -419,6 +461,11 @@ CSV_KINDS = (
         "customer-with-several-accounts",
         {"customerId": "customerId", "name": "customerName"},
         Reason.AMBIGUOUS_PROVIDER_ACCOUNT,
+    ),
+    CsvKind(
+        "accountsLandingRulesCannotServe",
+        "account-landing-rule-cannot-serve",
+        {**_ACCOUNT, "reason": "reason"},
     ),
 )
 

@@ -10,13 +10,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from work365_fn.adapters.dataverse_metadata import SubscriptionBindings
+from work365_fn.adapters.dataverse_metadata import NotesUnavailableError, SubscriptionBindings
 from work365_fn.adapters.dataverse_repository import Repository
 from work365_fn.adapters.partner_center import PartnerCenterClient
 from work365_fn.adapters.storage import RunStore
 from work365_fn.adapters.transport import failure_fields
 from work365_fn.errors import ApiError, AuthError, Work365Error, error_json
-from work365_fn.logs import RunLog, run_context
+from work365_fn.logs import RunLog, run_context, run_requests
+from work365_fn.operations.customer_names import name_customers, save_customer_names
 from work365_fn.operations.incremental import (
     MODES,
     Mode,
@@ -31,11 +32,23 @@ from work365_fn.operations.incremental import (
     save_watermark,
 )
 from work365_fn.operations.inputs import BadRequest, guid_list
-from work365_fn.operations.reader import ReaderDeps, ReadOptions, Snapshot, fill, read_setting
+from work365_fn.operations.reader import (
+    ReaderDeps,
+    ReadOptions,
+    Snapshot,
+    fill,
+    read_account_names,
+    read_setting,
+)
+from work365_fn.operations.undo import WriteJournal, write_journaled
 from work365_fn.operations.writer import MAX_WRITE_ATTEMPTS, BatchWriter, WriteLimits
 from work365_fn.rules import Action, Decision, Reason, World, plan
-from work365_fn.rules.model import norm_id
-from work365_fn.rules.summary import RunSummary
+from work365_fn.rules.expiry import CredentialExpiry, expiry_warnings
+from work365_fn.rules.fixes import Namer
+from work365_fn.rules.landing import LandingRules
+from work365_fn.rules.model import is_guid, norm_id
+from work365_fn.rules.names import account_names_read, contract_names_read, unnamed
+from work365_fn.rules.summary import RunSummary, accounts_to_name, counts_sentence, run_kind
 
 log = logging.getLogger(__name__)
 
@@ -52,16 +65,25 @@ class SyncRequest:
     # "full" | "incremental" | "auto" (incremental.Mode). Scoped runs (customer_ids) are full
     # runs over those customers and never read or move the watermark.
     mode: str = "full"
+    # (customer id, name) pairs a fan-out batch's message carries (the listing read them);
+    # never taken from HTTP input (operations/customer_names.py).
+    customer_names: tuple[tuple[str, str], ...] = ()
 
     FIELDS = ("dryRun", "customerIds", "mode")
 
     @classmethod
     def from_payload(
-        cls, payload: Mapping[str, Any], budget_seconds: float | None = None
+        cls,
+        payload: Mapping[str, Any],
+        budget_seconds: float | None = None,
+        *,
+        queued: bool = False,
     ) -> SyncRequest:
         """The sync input of `POST /api/sync` and of a queued `sync` job, checked field by
-        field (BadRequest naming the field): the one copy of these rules."""
-        unknown = sorted(set(payload) - set(cls.FIELDS))
+        field (BadRequest naming the field): the one copy of these rules. `queued`: a job
+        message, which may also carry `customerNames` (a fan-out batch's)."""
+        allowed = (*cls.FIELDS, "customerNames") if queued else cls.FIELDS
+        unknown = sorted(set(payload) - set(allowed))
         if unknown:
             raise BadRequest(unknown[0], f"unknown field '{unknown[0]}'")
         dry_run = payload.get("dryRun", False)
@@ -73,11 +95,29 @@ class SyncRequest:
             raise BadRequest("mode", f"'mode' must be one of {', '.join(MODES)}")
         if ids and mode != "full":
             raise BadRequest("mode", "'mode' must be full (or absent) when customerIds is given")
-        return cls(dry_run, ids, budget_seconds, str(mode))
+        return cls(
+            dry_run, ids, budget_seconds, str(mode), _name_pairs(payload.get("customerNames"))
+        )
 
     def payload(self) -> dict[str, Any]:
         """The job input of a queued run (`from_payload` reads it back)."""
         return {"dryRun": self.dry_run, "customerIds": list(self.customer_ids), "mode": self.mode}
+
+
+def _name_pairs(raw: object) -> tuple[tuple[str, str], ...]:
+    """`customerNames` of a job message: an object of customer id -> name."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, dict) or not all(
+        is_guid(str(k)) and isinstance(v, str) and len(v) <= MAX_NAME for k, v in raw.items()
+    ):
+        raise BadRequest(
+            "customerNames", f"'customerNames' must map GUIDs to names of {MAX_NAME} characters"
+        )
+    return tuple(sorted((str(k).lower(), str(v)) for k, v in raw.items()))
+
+
+MAX_NAME = 500
 
 
 @dataclass(frozen=True)
@@ -96,6 +136,10 @@ class SyncDeps:
     run_store: RunStore | None = None  # where the watermark lives; None: no incremental runs
     overlap_hours: float = 6.0
     full_every_hours: float = 24.0
+    landing: LandingRules | None = None  # WORK365_LANDING_RULES_FILE, checked at start
+    write_notes: bool = False  # WORK365_WRITE_NOTES: checked at start (see _notes_ready)
+    # The credentials whose expiry is known: warned in every summary from 30 days before.
+    credential_expiries: tuple[CredentialExpiry, ...] = ()
 
     def reader(self) -> ReaderDeps:
         return ReaderDeps(
@@ -106,6 +150,7 @@ class SyncDeps:
             self.monotonic,
             self.create_missing,
             self.clock,
+            landing=self.landing,
         )
 
 
@@ -113,7 +158,9 @@ def run_sync(deps: SyncDeps, request: SyncRequest, run_id: str | None = None) ->
     run_id = run_id or str(uuid.uuid4())
     # Every line logged during the run (clients and worker threads included) carries its id.
     with run_context(run_id):
-        return _run_sync(deps, request, run_id)
+        summary = _run_sync(deps, request, run_id)
+        summary.requests = run_requests()  # the log record's work365.requests.* dimensions
+        return summary
 
 
 def _run_sync(deps: SyncDeps, request: SyncRequest, run_id: str) -> RunSummary:
@@ -121,9 +168,10 @@ def _run_sync(deps: SyncDeps, request: SyncRequest, run_id: str) -> RunSummary:
     started = deps.monotonic()
     deadline = started + request.budget_seconds if request.budget_seconds else None
     summary = RunSummary(run_id=run_id, started_at=deps.clock(), dry_run=request.dry_run)
+    summary.warnings.extend(expiry_warnings(deps.credential_expiries, summary.started_at))
     rlog.info(
-        "sync started (dry run: %s, customers: %s, create mode: %s)",
-        request.dry_run,
+        "sync started (%s, customers: %s, create mode: %s)",
+        run_kind(request.dry_run),
         ",".join(request.customer_ids) or "all",
         deps.create_missing,
     )
@@ -135,10 +183,11 @@ def _run_sync(deps: SyncDeps, request: SyncRequest, run_id: str) -> RunSummary:
         rlog.error("sync failed: %s", exc, extra=failure_fields(exc))
     summary.finished_at = deps.clock()
     rlog.info(
-        "sync %s in %.1f s: %s",
+        "sync %s in %.1f s (%s): %s",
         summary.status,
         deps.monotonic() - started,
-        summary.counts(),
+        run_kind(request.dry_run),
+        counts_sentence(summary.counts(), request.dry_run),
     )
     return summary
 
@@ -161,6 +210,8 @@ def _run(
     rlog: RunLog,
     deadline: float | None,
 ) -> None:
+    if not _notes_ready(deps, summary, rlog):
+        return
     reader = deps.reader()
     setting = read_setting(reader, rlog)
     summary.setting = setting[0]
@@ -181,8 +232,34 @@ def _run(
         summary.skipped_customers.extend(snapshot.skipped_customers)
     world = snapshot.world()
     summary.decisions = _plan_and_write(deps, request, world, summary, rlog, deadline)
+    customers = _customer_names(deps, request, snapshot, summary, rlog, listed=scope is None)
+    summary.namer = _names(reader, snapshot, summary, rlog, customers)
     if tracked:
         _advance_watermark(deps, summary, rlog, state, choice)
+
+
+def _notes_ready(deps: SyncDeps, summary: RunSummary, rlog: RunLog) -> bool:
+    """With notes on, the run first checks that notes can be written (the bindings, cached per
+    worker, are read with the notes checks): a note that fails would roll back the write in its
+    change set, so a run that cannot write them fails before reading or writing anything."""
+    if not deps.write_notes:
+        return True
+    try:
+        deps.bindings()
+    except NotesUnavailableError as exc:
+        summary.fatal = True
+        summary.errors.append(
+            {
+                "customerId": None,
+                "service": "dataverse",
+                "status": 0,
+                "code": "notes-unavailable",
+                "message": str(exc),
+            }
+        )
+        rlog.error("sync refused to start: %s", exc)
+        return False
+    return True
 
 
 def _plan_and_write(
@@ -196,7 +273,11 @@ def _plan_and_write(
     decisions = plan(world)
     writes = [d for d in decisions if d.action is not Action.NONE]
     if request.dry_run or not writes:
-        rlog.info("%d writes planned%s", len(writes), " (dry run: none made)" if writes else "")
+        rlog.info(
+            "%d writes %s",
+            len(writes),
+            "would be made (dry run: nothing written)" if request.dry_run and writes else "planned",
+        )
         return decisions
     writer = BatchWriter(
         deps.repository,
@@ -213,7 +294,75 @@ def _plan_and_write(
         ),
     )
     rlog.info("writing %d subscriptions in batches of %d", len(writes), writer.batch_size)
-    return writer.write(decisions)
+    if deps.run_store is None:  # no run store, no journal: nothing to undo this run with
+        return writer.write(decisions)
+    journal = WriteJournal(
+        deps.run_store,
+        summary.run_id,
+        deps.bindings().billing_contract_nav,
+        deps.clock,
+        deps.monotonic,
+    )
+    write_deadline = _write_deadline(deadline, request.budget_seconds)
+    return write_journaled(writer, decisions, journal, summary, write_deadline)  # undo.py
+
+
+def _customer_names(
+    deps: SyncDeps,
+    request: SyncRequest,
+    snapshot: Snapshot,
+    summary: RunSummary,
+    rlog: RunLog,
+    *,
+    listed: bool,
+) -> dict[str, str]:
+    """The customers' names. A run that `listed` every customer has them, and keeps them for
+    the runs that do not (when it is tracked: app storage, not a dry run); the others get them
+    from operations/customer_names.py (given, stored, else one Partner Center call each)."""
+    if listed:
+        if not request.dry_run and deps.run_store is not None and snapshot.customers:
+            try:
+                save_customer_names(deps.run_store, snapshot.customers, summary.started_at)
+            except Work365Error as exc:
+                rlog.warning("could not keep the customer names: %s", exc)
+        return snapshot.customer_names()
+    names, warnings = name_customers(
+        [d.subscription.customer_id for d in summary.decisions],
+        dict(request.customer_names),
+        deps.run_store,
+        lambda: deps.partner_center(summary.run_id),
+        deps.concurrency,
+        rlog,
+    )
+    summary.warnings.extend(warnings)
+    return names
+
+
+def _names(
+    reader: ReaderDeps,
+    snapshot: Snapshot,
+    summary: RunSummary,
+    rlog: RunLog,
+    customers: Mapping[str, str],
+) -> Namer:
+    """The names the summary shows and its fix sentences use: Partner Center's company names,
+    the Account and contract names the Dataverse reads carried (the lookups' formatted values:
+    rules/names.py), and, for an Account no read named (rare: none in a consistent tenant), one
+    `In` query after the writes; a failure of that read is a warning."""
+    names = account_names_read(snapshot.provider_accounts, snapshot.contracts, snapshot.records)
+    missing = unnamed(accounts_to_name(summary.decisions, snapshot.provider_accounts), names)
+    try:
+        names.update(read_account_names(reader, missing))
+    except (ApiError, AuthError) as exc:
+        summary.warnings.append(f"the Account names could not be read ({exc}): ids are shown")
+        rlog.warning("account names not read: %s", exc, extra=failure_fields(exc))
+    return Namer(
+        provider_accounts=snapshot.provider_accounts,
+        contracts=snapshot.contracts,
+        account_names=names,
+        since=snapshot.setting.since,
+        customer_names=customers,
+    ).with_contract_names(contract_names_read(snapshot.contracts, snapshot.records))
 
 
 def _choose_mode(

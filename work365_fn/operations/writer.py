@@ -11,6 +11,11 @@ operation:
 - 429: sent again in a later batch after the Retry-After (not counted as an attempt);
 - anything else: an `error` decision with the service's message and an `errors` entry.
 
+With notes on (WORK365_WRITE_NOTES: the bindings carry the note's navigation property), each
+write and the note that records it (operations/notes.py) go in one change set: both happen or
+neither. A failed note rolls its write back (the decision becomes an `error` saying so, the next
+run tries again); a 412 on the write leaves no note.
+
 A whole-batch 429 is retried after its Retry-After; when its code says the execution-time limit
 was hit (0x80072321) the batch size halves for the rest of the run (never below 1). Before each
 batch the run's deadline is checked: past it, the remaining writes become `error` decisions and
@@ -26,10 +31,13 @@ from dataclasses import dataclass, replace
 
 from work365_fn.adapters.dataverse_metadata import SubscriptionBindings
 from work365_fn.adapters.dataverse_repository import Repository
-from work365_fn.adapters.odata_batch import BatchOperation, BatchResult
+from work365_fn.adapters.odata_batch import BatchOperation, BatchPart, BatchResult, ChangeSet
 from work365_fn.errors import ApiError, InvalidResponseError, NotFoundError, ThrottledError
+from work365_fn.operations.notes import NoteContext, note_for_write
 from work365_fn.rules import Action, Decision, Reason, World, decide_for_record
 from work365_fn.rules.model import SubscriptionRecord
+from work365_fn.rules.names import account_names_read, contract_names_read, unnamed
+from work365_fn.rules.reasons import LANDS
 from work365_fn.rules.summary import RunSummary
 
 log = logging.getLogger(__name__)
@@ -40,6 +48,7 @@ DEADLINE_MESSAGE = "run deadline reached before this write; the next run complet
 KEPT_CHANGING = "the record kept changing while we wrote; the next run retries it"
 NOT_READ_BACK = "the record was created, but reading back its id failed; the next run reports it"
 ID_NOT_READ_BACK = "created; reading back its id failed, so the id is missing here"
+ROLLED_BACK = "the write and its note were rolled back together; the next run tries again"
 
 
 @dataclass
@@ -81,12 +90,21 @@ class BatchWriter:
         self._bindings = bindings
         self._summary = summary
         self._log = rlog
-        self.batch_size = max(1, min(limits.batch_size, 1000))
+        # A write and its note are two operations of the batch's 1000 (notes on).
+        per_write = 2 if bindings.note_nav is not None else 1
+        self.batch_size = max(1, min(limits.batch_size, 1000 // per_write))
         self._deadline = limits.deadline
         self._monotonic = limits.monotonic
         self._sleep = limits.sleep
         self._max_throttled = max(1, limits.max_throttled)
         self.batches = 0  # $batch requests answered (for logs and the benchmark)
+        self.notes = 0  # notes written with their write (WORK365_WRITE_NOTES)
+        self._notes = bindings.note_nav is not None
+        # The names the reads carried (formatted values of the lookups: rules/names.py).
+        self._account_names = account_names_read(
+            world.provider_accounts, world.contracts, world.records
+        )
+        self._contract_names = contract_names_read(world.contracts, world.records)
 
     def write(self, decisions: Sequence[Decision]) -> list[Decision]:
         """The decisions after writing: writes that failed become `error`, created records
@@ -95,6 +113,8 @@ class BatchWriter:
         queue: deque[_Write] = deque(
             _Write(i, d) for i, d in enumerate(decisions) if d.action is not Action.NONE
         )
+        if self._notes and queue:
+            self._read_account_names([w.decision for w in queue])
         throttled = 0  # whole-batch 429s in a row
         while queue:
             if self._deadline is not None and self._monotonic() >= self._deadline:
@@ -147,18 +167,21 @@ class BatchWriter:
 
     def _operations(
         self, chunk: list[_Write], final: list[Decision]
-    ) -> tuple[list[_Write], list[BatchOperation]]:
+    ) -> tuple[list[_Write], list[BatchPart]]:
         sent: list[_Write] = []
-        operations: list[BatchOperation] = []
+        operations: list[BatchPart] = []
         for item in chunk:
             d = item.decision
             try:
                 if d.action is Action.ASSIGN:
                     assert d.record is not None and d.contract_id is not None
+                    address = d.record.id
                     op = self._repo.assign_operation(d.record, d.contract_id, self._bindings)
                 else:
-                    contract = d.contract_id if d.reason is Reason.DEFAULT_CONTRACT else None
-                    item.address = self._repo.create_address(d.subscription, self._bindings)
+                    contract = d.contract_id if d.reason in LANDS else None
+                    address = item.address = self._repo.create_address(
+                        d.subscription, self._bindings
+                    )
                     op = self._repo.create_operation(
                         d.subscription, d.account_id, contract, self._bindings
                     )
@@ -166,8 +189,32 @@ class BatchWriter:
                 self._fail(final, item, exc)
                 continue
             sent.append(item)
-            operations.append(op)
+            operations.append(ChangeSet((op, self._note(d, address))) if self._notes else op)
         return sent, operations
+
+    def _note(self, decision: Decision, address: str) -> BatchOperation:
+        """The note of one write (notes on), addressed to the record's id or key."""
+        contract = decision.contract_id.lower() if decision.contract_id else None
+        account = decision.account_id.lower() if decision.account_id else None
+        setting = self._world.setting
+        note = note_for_write(
+            decision,
+            NoteContext(self._summary.run_id, setting.since, setting.since_source),
+            contract_name=self._contract_names.get(contract) if contract else None,
+            account_name=self._account_names.get(account) if account else None,
+        )
+        return self._repo.note_operation(address, note.subject, note.text, self._bindings)
+
+    def _read_account_names(self, decisions: Sequence[Decision]) -> None:
+        """The names of the Accounts the notes name that the reads did not (rare), read once
+        per run (`In` queries); when the read fails the notes name those Accounts by id."""
+        ids = unnamed([d.account_id for d in decisions if d.account_id], self._account_names)
+        if not ids:
+            return
+        try:
+            self._account_names.update(self._repo.account_names(ids))
+        except ApiError as exc:
+            self._log.warning("account names for the notes could not be read: %s", exc)
 
     def _results(
         self,
@@ -188,6 +235,7 @@ class BatchWriter:
             result = results[position]
             if result.ok:
                 done += 1
+                self.notes += 1 if self._notes else 0
                 decided = self._done(item, result)
                 if decided is None:
                     unread.append(item)
@@ -207,6 +255,9 @@ class BatchWriter:
                 wait = max(wait, result.retry_after if result.retry_after is not None else 1.0)
             else:
                 code, message = result.error()
+                if self._notes:
+                    failed = "its note" if result.content_id == str(2 * position + 2) else "it"
+                    message = f"{message} ({failed} failed: {ROLLED_BACK})"
                 error = ApiError("dataverse", result.status, code, message)
                 self._fail(final, item, error)
         self._read_back(unread, final)

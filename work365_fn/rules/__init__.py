@@ -15,11 +15,16 @@ from work365_fn.rules.association import (
     is_eligible,
     is_existing,
     landing_contract,
+    landing_outcome,
+    landing_trail,
+    parent_contract,
     plan,
     resolve_account,
 )
+from work365_fn.rules.landing import LandingRules, LandingRulesError, parse_landing_rules
 from work365_fn.rules.reasons import (
     GROUP_OF,
+    LANDS,
     LISTED,
     ON_A_CONTRACT,
     UNASSIGNED,
@@ -34,6 +39,7 @@ from work365_fn.rules.reasons import (
 
 __all__ = [
     "GROUP_OF",
+    "LANDS",
     "LISTED",
     "ON_A_CONTRACT",
     "UNASSIGNED",
@@ -42,6 +48,8 @@ __all__ = [
     "Action",
     "Decision",
     "Group",
+    "LandingRules",
+    "LandingRulesError",
     "Reason",
     "World",
     "active_defaults",
@@ -54,6 +62,10 @@ __all__ = [
     "is_eligible",
     "is_existing",
     "landing_contract",
+    "landing_outcome",
+    "landing_trail",
+    "parent_contract",
+    "parse_landing_rules",
     "plan",
     "resolve_account",
 ]

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from work365_fn.rules.landing import LandingRules, Outcome, Verdict, evaluate
 from work365_fn.rules.model import (
     AssociationSetting,
     BillingContract,
@@ -19,7 +20,15 @@ from work365_fn.rules.model import (
     ProviderAccount,
     SubscriptionRecord,
 )
-from work365_fn.rules.reasons import Action, Reason
+from work365_fn.rules.reasons import LANDS, Action, Reason
+
+# A subscription whose customer is not known (`customer_id` ""): what POST /api/records and the
+# Dataverse webhook decide for a record when its Account and Provider Accounts name no single
+# Partner Center customer. Never guessed: the next timer run, which lists Partner Center, decides.
+UNRESOLVED_MESSAGE = (
+    "the record's customer could not be found from Dataverse (its Account has no Provider "
+    "Account with one customer id): the next timer run decides it"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +60,8 @@ class World:
     provider_accounts: Sequence[ProviderAccount] = ()
     contracts: Sequence[BillingContract] = ()
     create_missing: bool = False
+    # WORK365_LANDING_RULES_FILE, parsed; None: no rules, the default-contract rule alone.
+    landing: LandingRules | None = None
     records_by_sub: dict[str, list[SubscriptionRecord]] = field(
         init=False, repr=False, compare=False
     )
@@ -58,6 +69,12 @@ class World:
     defaults_by_account: dict[str, list[BillingContract]] = field(
         init=False, repr=False, compare=False
     )
+    # Only with landing rules: every active contract per Account, and the subscriptions by id
+    # (a rule's "parent").
+    active_by_account: dict[str, list[BillingContract]] = field(
+        init=False, repr=False, compare=False
+    )
+    subscriptions_by_id: dict[str, PcSubscription] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         records: dict[str, list[SubscriptionRecord]] = defaultdict(list)
@@ -68,6 +85,15 @@ class World:
         object.__setattr__(self, "records_by_sub", dict(records))
         object.__setattr__(self, "pas_by_customer", by_customer(self.provider_accounts))
         object.__setattr__(self, "defaults_by_account", active_defaults(self.contracts))
+        active: dict[str, list[BillingContract]] = defaultdict(list)
+        subs: dict[str, PcSubscription] = {}
+        if self.landing is not None:
+            for c in self.contracts:
+                if c.active and (account := _low(c.account_id)):
+                    active[account].append(c)
+            subs = {s.id.lower(): s for s in self.subscriptions}
+        object.__setattr__(self, "active_by_account", dict(active))
+        object.__setattr__(self, "subscriptions_by_id", subs)
 
 
 # ---- the named rules ---------------------------------------------------------------------------
@@ -169,6 +195,10 @@ def plan(world: World) -> list[Decision]:
 
 
 def decide(world: World, sub: PcSubscription) -> Decision:
+    return _decide(world, sub, frozenset())
+
+
+def _decide(world: World, sub: PcSubscription, seen: frozenset[str]) -> Decision:
     matches = world.records_by_sub.get(sub.id.lower(), [])
     if len(matches) > 1:
         ids = tuple(sorted(r.id.lower() for r in matches))
@@ -184,13 +214,19 @@ def decide(world: World, sub: PcSubscription) -> Decision:
             duplicates=ids,
         )
     record = matches[0] if matches else None
-    return decide_for_record(world, sub, record)
+    return _decide_for_record(world, sub, record, seen)
 
 
 def decide_for_record(
     world: World, sub: PcSubscription, record: SubscriptionRecord | None
 ) -> Decision:
     """The rules for one subscription and the record found for it (also used after a re-read)."""
+    return _decide_for_record(world, sub, record, frozenset())
+
+
+def _decide_for_record(
+    world: World, sub: PcSubscription, record: SubscriptionRecord | None, seen: frozenset[str]
+) -> Decision:
     if record is None and not world.create_missing:
         return Decision(sub, None, Reason.NOT_SYNCED, Action.NONE)
     if record is not None and record.billing_contract_id:
@@ -210,10 +246,12 @@ def decide_for_record(
             Action.NONE,
             account_id=_low(record.account_id),
         )
-    return _decide_new(world, sub, record)
+    return _decide_new(world, sub, record, seen)
 
 
-def _decide_new(world: World, sub: PcSubscription, record: SubscriptionRecord | None) -> Decision:
+def _decide_new(
+    world: World, sub: PcSubscription, record: SubscriptionRecord | None, seen: frozenset[str]
+) -> Decision:
     """A new subscription: left alone (or created without a contract) unless every remaining
     rule holds."""
     idle = Action.CREATE if record is None else Action.NONE
@@ -224,6 +262,8 @@ def _decide_new(world: World, sub: PcSubscription, record: SubscriptionRecord | 
 
     if not world.setting.enabled:
         return leave(Reason.SETTING_OFF, record_account)
+    if not sub.customer_id:  # a record decided alone whose customer Dataverse does not name
+        return leave(Reason.UNRESOLVED_CUSTOMER, record_account, UNRESOLVED_MESSAGE)
     resolution = resolve_account(
         sub.customer_id, world.pas_by_customer.get(sub.customer_id.lower(), [])
     )
@@ -238,6 +278,22 @@ def _decide_new(world: World, sub: PcSubscription, record: SubscriptionRecord | 
             f"the subscription record is under Account {record_account}, the Provider Account "
             f"maps to {account}",
         )
+    if world.landing is not None:
+        outcome = landing_outcome(world, sub, account, seen)
+        verdict = outcome.verdict
+        if verdict is not None and verdict.contract is None:
+            assert verdict.reason is not None
+            return leave(verdict.reason, account, verdict.why)
+        if verdict is not None and verdict.contract is not None:
+            return Decision(
+                sub,
+                record,
+                Reason.LANDING_RULE,
+                Action.ASSIGN if record is not None else Action.CREATE,
+                account_id=account,
+                contract_id=verdict.contract.id.lower(),
+                message=verdict.why,
+            )
     reason, contract, message = landing_contract(world.defaults_by_account.get(account, []))
     if contract is None:
         return leave(reason, account, message)
@@ -249,6 +305,60 @@ def _decide_new(world: World, sub: PcSubscription, record: SubscriptionRecord | 
         account_id=account,
         contract_id=contract.id.lower(),
     )
+
+
+def landing_outcome(
+    world: World, sub: PcSubscription, account: str, seen: frozenset[str] = frozenset()
+) -> Outcome:
+    """The landing rules (`world.landing`, which must be set) for a new subscription mapped to
+    `account`: the deciding rule's verdict and why each rule before it did not decide."""
+    assert world.landing is not None
+    active = world.active_by_account.get(account, [])
+    parent = parent_contract(world, sub, active, seen)
+    return evaluate(world.landing, sub, active, parent)
+
+
+# The reasons of a new subscription mapped to its Account: the landing step was reached.
+_PAST_THE_ACCOUNT = LANDS | {
+    Reason.NO_LANDING_CONTRACT,
+    Reason.MULTIPLE_LANDING_CONTRACTS,
+    Reason.EXCLUDED_BY_RULE,
+    Reason.NO_DEFAULT_CONTRACT,
+    Reason.MULTIPLE_DEFAULT_CONTRACTS,
+}
+
+
+def landing_trail(world: World, decision: Decision) -> tuple[Verdict, ...] | None:
+    """For diagnose: each landing rule's verdict on a decision that reached the rules (which
+    rule decided, and why each rule before it did not; every rule when the default decided).
+    None without rules, or when the decision stopped before them."""
+    if world.landing is None or decision.account_id is None:
+        return None
+    if decision.reason not in _PAST_THE_ACCOUNT:
+        return None
+    return landing_outcome(world, decision.subscription, decision.account_id).trail
+
+
+def parent_contract(
+    world: World,
+    sub: PcSubscription,
+    active: Sequence[BillingContract],
+    seen: frozenset[str] = frozenset(),
+) -> BillingContract | None:
+    """The contract of `sub`'s parent subscription when it is one of `active` (the Account's
+    active contracts): the parent record's contract, or, when the parent is new too and this
+    plan lands it, the contract it lands on. None otherwise."""
+    parent_id = _low(sub.parent_subscription_id)
+    if not parent_id:
+        return None
+    records = world.records_by_sub.get(parent_id, [])
+    contract_id: str | None = None
+    if len(records) == 1 and records[0].billing_contract_id:
+        contract_id = _low(records[0].billing_contract_id)
+    elif parent_id not in seen and (parent := world.subscriptions_by_id.get(parent_id)):
+        planned = _decide(world, parent, seen | {sub.id.lower()})
+        contract_id = planned.contract_id if planned.reason in LANDS else None
+    return next((c for c in active if c.id.lower() == contract_id), None)
 
 
 def _names(items: Iterable[ProviderAccount | BillingContract]) -> str:

@@ -6,6 +6,7 @@ admin has to open, in the order Work 365 support works through them.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 
@@ -29,6 +30,13 @@ def label(name: str, record_id: str | None) -> str:
 
 def setting_fix() -> str:
     return f"Set {SETTING_NAME} to Yes in the Work 365 Admin Hub."
+
+
+def unresolved_customer_fix(record_name: str) -> str:
+    return (
+        f"Set the Account of subscription record '{record_name}', and give that Account a "
+        "Provider Account with the customer's tenant id; meanwhile the next timer run decides it."
+    )
 
 
 def missing_provider_account_fix(customer_id: str, customer_name: str = "") -> str:
@@ -88,7 +96,7 @@ def no_default_fix(
 def multiple_defaults_fix(defaults: Sequence[BillingContract]) -> str:
     which = "one" if len(defaults) <= 2 else "all but one"
     names = ", ".join(sorted(label(c.name, c.id) for c in defaults))
-    return f"Clear Is Default on {which} of: {names}"
+    return f"Clear Is Default on {which} of: {names}, so that exactly one stays the default."
 
 
 def inactive_default_fix(contract: BillingContract) -> str:
@@ -131,6 +139,47 @@ def already_assigned_fix() -> str:
 
 def assigned_fix() -> str:
     return "Nothing to do: the subscription is on its Account's one active default contract."
+
+
+RULES_SETTING = "WORK365_LANDING_RULES_FILE"
+
+
+_RULE_LABEL = re.compile(r"^rule \d+ '.*?'")
+
+
+def landing_fix(reason: Reason, account_name: str, message: str = "") -> str:
+    """The fix of the four landing-rule reasons; `message`: the decision's, which starts with
+    the label of the rule that decided ("rule 1 'Azure plan to arrears'")."""
+    found = _RULE_LABEL.match(message)
+    rule = found.group(0) if found else "the landing rule"
+    account = f"'{account_name}'" if account_name else "the Account"
+    if reason is Reason.LANDING_RULE:
+        return f"Nothing to do: {rule} chose the contract."
+    if reason is Reason.NO_LANDING_CONTRACT:
+        return (
+            f"Give one active Billing Contract of {account} the column value {rule} selects "
+            f"(or create one), or change the rule in {RULES_SETTING}."
+        )
+    if reason is Reason.MULTIPLE_LANDING_CONTRACTS:
+        return (
+            f"Change the column value on (or deactivate) all but one of the contracts of "
+            f"{account} that {rule} selects; or set Is Default = Yes on exactly one of them, "
+            "which also makes it the Account's default contract."
+        )
+    return (
+        f"Nothing to fix: {rule} leaves it unassigned on purpose. Assign it by hand if it is "
+        f"to be billed now, or change the rule in {RULES_SETTING}."
+    )
+
+
+LANDING_REASONS = frozenset(
+    {
+        Reason.LANDING_RULE,
+        Reason.NO_LANDING_CONTRACT,
+        Reason.MULTIPLE_LANDING_CONTRACTS,
+        Reason.EXCLUDED_BY_RULE,
+    }
+)
 
 
 def billing_references_fix() -> str:
@@ -198,9 +247,18 @@ class Namer:
             if pa.customer_id:
                 self.pas_by_customer.setdefault(pa.customer_id.lower(), []).append(pa)
         self.contracts_by_account: dict[str, list[BillingContract]] = {}
+        self.contract_names = {c.id.lower(): c.name for c in contracts if c.name}
         for c in contracts:
             if c.account_id:
                 self.contracts_by_account.setdefault(c.account_id.lower(), []).append(c)
+
+    def with_contract_names(self, names: Mapping[str, str]) -> Namer:
+        """Also name these contracts (beyond those read: a record's own contract, from its
+        lookup's formatted value, rules/names.py); a name already known is kept."""
+        for contract_id, name in names.items():
+            if name:
+                self.contract_names.setdefault(contract_id.lower(), name)
+        return self
 
     def account(self, account_id: str | None) -> str:
         if not account_id:
@@ -213,7 +271,12 @@ class Namer:
 
     def fix(self, decision: Decision) -> str:
         """What to do so the subscription lands on its default contract: one sentence for every
-        reason (for the two on a contract, that there is nothing to do)."""
+        reason (for those on a contract, that there is nothing to do)."""
+        if decision.reason in LANDING_REASONS:
+            return landing_fix(decision.reason, self.account(decision.account_id), decision.message)
+        return self._default_rule_fix(decision)
+
+    def _default_rule_fix(self, decision: Decision) -> str:
         reason = decision.reason
         sub = decision.subscription
         pas = self.pas_by_customer.get(sub.customer_id.lower(), [])
@@ -224,6 +287,9 @@ class Namer:
             return existing_fix(self.since)
         if reason is Reason.SETTING_OFF:
             return setting_fix()
+        if reason is Reason.UNRESOLVED_CUSTOMER:
+            record = decision.record
+            return unresolved_customer_fix(label(record.name, record.id) if record else sub.id)
         if reason is Reason.UNMAPPED_CUSTOMER:
             if pas:
                 return provider_account_without_account_fix(pas)

@@ -50,6 +50,13 @@ class PcSubscription:
     billing_type: str = ""
     creation_date: str | None = None
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    # What landing rules match on (rules/landing.py): productType.id, termDuration (P1M, ...),
+    # billingCycle, isTrial, parentSubscriptionId (set on add-ons), as Partner Center gives them.
+    product_type: str = ""
+    term_duration: str = ""
+    billing_cycle: str = ""
+    is_trial: bool = False
+    parent_subscription_id: str | None = None
 
     @property
     def display_name(self) -> str:
@@ -67,6 +74,10 @@ class SubscriptionRecord:
     created_on: datetime | None
     etag: str | None = None
     name: str = ""
+    # The display names of the two lookups, as the list read's FormattedValue annotations give
+    # them ("" when not read): adapters/dataverse_repository.py, rules/names.py.
+    account_name: str = field(default="", compare=False)
+    billing_contract_name: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +86,7 @@ class ProviderAccount:
     customer_id: str | None
     account_id: str | None
     name: str = ""
+    account_name: str = field(default="", compare=False)  # the Account lookup's display name
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +96,14 @@ class BillingContract:
     is_default: bool
     active: bool
     name: str = ""
+    # The values of the contract columns landing rules select by (read only when a rules file
+    # names them): (logical name, value as the Web API reads it) pairs.
+    columns: tuple[tuple[str, Any], ...] = ()
+    account_name: str = field(default="", compare=False)  # the Account lookup's display name
+
+    def value(self, column: str) -> Any:
+        """The value of a contract column read for the landing rules (None when not read)."""
+        return next((v for k, v in self.columns if k == column), None)
 
 
 @dataclass(frozen=True, slots=True)

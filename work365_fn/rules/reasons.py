@@ -17,9 +17,19 @@ class Reason(enum.StrEnum):
     ALREADY_ASSIGNED = "already-assigned"
     EXISTING_SUBSCRIPTION = "existing-subscription"
     SETTING_OFF = "setting-off"
+    # Only when a record is decided alone (POST /api/records, the Dataverse webhook): its
+    # customer could not be found from Dataverse (the record's Account and its Provider
+    # Accounts); never guessed, the next timer run decides it.
+    UNRESOLVED_CUSTOMER = "unresolved-customer"
     UNMAPPED_CUSTOMER = "unmapped-customer"
     AMBIGUOUS_PROVIDER_ACCOUNT = "ambiguous-provider-account"
     ACCOUNT_MISMATCH = "account-mismatch"
+    # Landing rules (rules/landing.py; only with WORK365_LANDING_RULES_FILE): the first rule
+    # whose `when` matches decides, before the default-contract rule.
+    LANDING_RULE = "landing-rule"
+    NO_LANDING_CONTRACT = "no-landing-contract"
+    MULTIPLE_LANDING_CONTRACTS = "multiple-landing-contracts"
+    EXCLUDED_BY_RULE = "excluded-by-rule"
     NO_DEFAULT_CONTRACT = "no-default-contract"
     MULTIPLE_DEFAULT_CONTRACTS = "multiple-default-contracts"
     DEFAULT_CONTRACT = "default-contract"
@@ -46,9 +56,14 @@ GROUP_OF: dict[Reason, Group] = {
     Reason.ALREADY_ASSIGNED: Group.UNCHANGED,
     Reason.EXISTING_SUBSCRIPTION: Group.UNCHANGED,
     Reason.SETTING_OFF: Group.UNASSIGNED,
+    Reason.UNRESOLVED_CUSTOMER: Group.UNASSIGNED,
     Reason.UNMAPPED_CUSTOMER: Group.UNASSIGNED,
     Reason.AMBIGUOUS_PROVIDER_ACCOUNT: Group.UNASSIGNED,
     Reason.ACCOUNT_MISMATCH: Group.UNASSIGNED,
+    Reason.LANDING_RULE: Group.ASSIGNED,
+    Reason.NO_LANDING_CONTRACT: Group.UNASSIGNED,
+    Reason.MULTIPLE_LANDING_CONTRACTS: Group.UNASSIGNED,
+    Reason.EXCLUDED_BY_RULE: Group.UNASSIGNED,
     Reason.NO_DEFAULT_CONTRACT: Group.UNASSIGNED,
     Reason.MULTIPLE_DEFAULT_CONTRACTS: Group.UNASSIGNED,
     Reason.DEFAULT_CONTRACT: Group.ASSIGNED,
@@ -70,7 +85,9 @@ UNASSIGNED = reasons_in(Group.UNASSIGNED)
 # an admin has to act on (left unassigned, or failed).
 LISTED = reasons_in(Group.UNASSIGNED, Group.FAILED)
 # The summary's `billingContractId` is set for these: the contract the subscription is on.
-ON_A_CONTRACT = frozenset({Reason.DEFAULT_CONTRACT, Reason.ALREADY_ASSIGNED})
+ON_A_CONTRACT = frozenset({Reason.DEFAULT_CONTRACT, Reason.LANDING_RULE, Reason.ALREADY_ASSIGNED})
+# A new subscription lands on a contract (assign, or create with the contract bound).
+LANDS = frozenset({Reason.DEFAULT_CONTRACT, Reason.LANDING_RULE})
 
 
 def count_groups(reasons: Iterable[Reason | str]) -> dict[str, int]:

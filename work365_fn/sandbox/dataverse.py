@@ -34,6 +34,13 @@ service's Dataverse client is tested against, so they follow the real API, traps
   the real Web API, AttributeAuditDetail carries old and new values but no `AuditRecord` (no
   date): the date of a change is the `createdon` of its row in `audits`. Both reads are paged
   (`MoreRecords` and `PagingCookie`; `@odata.nextLink`), at most `audit_page_size` a page.
+- Notes: the `annotations` entity set (subject, notetext, the polymorphic Regarding lookup
+  `objectid` bound through `objectid_<subscription table>@odata.bind`, `objecttypecode` set from
+  it), `HasNotes` and `Privileges` in EntityDefinitions, the annotation's ManyToOneRelationships,
+  and `systemusers(<id>)/Microsoft.Dynamics.CRM.RetrieveUserPrivilegeByPrivilegeName(...)`.
+  Scenario switches: the subscription table without notes (`HasNotes` false, no relationship, a
+  bind refused), the application user without some privileges (the function answers none, and a
+  note create that needs one answers 403 0x80040220, as Dataverse refuses it).
 - `WhoAmI`, and the service document.
 
 Every answer carries `OData-Version: 4.0`; every error is `{"error": {"code", "message"}}`.
@@ -52,7 +59,7 @@ import re
 import sqlite3
 import threading
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any
@@ -85,7 +92,9 @@ from .dataverse_request import (
     string_literal,
 )
 from .dataverse_tables import (
+    ANNOTATION_TABLE,
     AUDIT_TABLE,
+    NOTE_LOOKUP,
     Column,
     Kind,
     Table,
@@ -96,9 +105,11 @@ from .dataverse_tables import (
     format_datetime,
     from_json,
     from_sql,
+    metadata_id,
     metadata_resolver,
     option_set,
     pick,
+    privilege_name,
     relationships,
     to_json,
     to_sql,
@@ -119,7 +130,8 @@ from .odata import (
     sort_rows,
     unsupported,
 )
-from .scenario import Scenario, ScenarioError
+from .scenario import Scenario, ScenarioError, contract_column_kinds
+from .webhooks import RowEvent
 
 log = logging.getLogger(__name__)
 
@@ -142,10 +154,15 @@ ENTITY_REFERENCE = "0x80048d19"
 NO_ATTRIBUTE = "0x80041103"
 UNAUTHORIZED = "0x80072560"
 QUERY = "0x80060888"
+MISSING_PRIVILEGE = "0x80040220"
 
 # How long a write waits for another process's write transaction on the same state file (SQLite
 # busy timeout) before it fails with "database is locked".
 BUSY_TIMEOUT_SECONDS = 30
+
+
+# The annotation term of display values (for a lookup: the related row's primary name).
+FORMATTED_VALUE = "OData.Community.Display.V1.FormattedValue"
 
 
 def _utcnow() -> datetime:
@@ -195,6 +212,11 @@ class DataverseEmulator:
         and the `audits` table), whatever the client asks for: small in tests, so that a short
         history takes several pages."""
         self.base_url = base_url.rstrip("/")
+        # A hook the runner sets (webhooks.py): each committed Create or Update of a row, in
+        # commit order; the changes of a rolled-back transaction or change set raise nothing.
+        self.on_event: Callable[[RowEvent], None] | None = None
+        self._events: list[RowEvent] = []
+        self._event_marks: dict[str, int] = {}
         self.api_url = self.base_url + API
         self.schema = schema
         self.alternate_key = alternate_key
@@ -226,6 +248,16 @@ class DataverseEmulator:
         self._db.execute("PRAGMA synchronous = OFF")
         self._create_tables()
         self.audit_enabled = bool(self._meta("auditEnabled", True))
+        extra = self._meta("contractColumns", {})  # a state file seeded with contract columns
+        if isinstance(extra, dict) and extra:
+            self._use_contract_columns({str(k): str(v) for k, v in extra.items()})
+        # Notes (scenario `notes`): whether the subscription table has them, and the
+        # privileges the application user lacks.
+        self.notes_enabled = bool(self._meta("hasNotes", True))
+        missing = self._meta("missingPrivileges", [])
+        self.missing_privileges = frozenset(map(str, missing if isinstance(missing, list) else []))
+        # A hook the server sets: the fault (a response) for one operation inside a $batch.
+        self.part_fault: Callable[[Request], Response | None] | None = None
 
     def close(self) -> None:
         with self._lock:
@@ -316,17 +348,34 @@ class DataverseEmulator:
 
     # ------------------------------------------------------------ seeding
 
+    def _use_contract_columns(self, kinds: Mapping[str, str]) -> None:
+        """Serve these extra billing contract columns (a scenario's `columns`), metadata too."""
+        self.tables = build_tables(self.schema, kinds)
+        self._sets = {t.entity_set: t for t in self.tables.values()}
+        self._setting = self.tables[self.schema.setting.table]
+        self._create_tables()
+        self._query_cache.clear()
+        self._rows_cache.clear()
+
     def seed(self, scenario: Scenario) -> None:
         """Replace every row (and the audit log) with the scenario's."""
         s = self.schema
         now = self._now()
+        kinds = contract_column_kinds(scenario)
         with self._lock, self._tx():
+            if kinds:
+                self._use_contract_columns(kinds)
+                self._set_meta("contractColumns", kinds)
             for table in self.tables.values():
                 self._touch()
                 self._db.execute(f'DELETE FROM "{table.sql}"')  # noqa: S608 - identifiers only
             self.alternate_key = scenario.alternate_key
             self.audit_enabled = scenario.setting.audit_enabled
             self._set_meta("auditEnabled", self.audit_enabled)
+            self.notes_enabled = scenario.notes.has_notes
+            self.missing_privileges = frozenset(scenario.notes.missing_privileges)
+            self._set_meta("hasNotes", self.notes_enabled)
+            self._set_meta("missingPrivileges", sorted(self.missing_privileges))
             account = self.tables[s.account.table]
             for a in scenario.accounts:
                 self._seed_row(account, {s.account.id: a.id, s.account.name: a.name}, now)
@@ -356,6 +405,7 @@ class DataverseEmulator:
                     "statuscode": 1 if c.active else 2,
                 }
                 contract_values[t2.state] = t2.active_state if c.active else inactive
+                contract_values.update(c.columns)
                 self._seed_row(contract, contract_values, now)
             subscription = self.tables[s.subscription.table]
             # One version number per record, counted here and stored once (not two statements
@@ -478,6 +528,7 @@ class DataverseEmulator:
             self._refresh()  # another process may have written since our last read
             return ""
         name = f"sp{next(self._savepoints)}"
+        self._event_marks[name] = len(self._events)
         self._db.execute(f"SAVEPOINT {name}")
         self._depth += 1
         return name
@@ -501,6 +552,7 @@ class DataverseEmulator:
     def _rollback(self, name: str) -> None:
         self._touch()
         self._depth -= 1
+        del self._events[self._event_marks.pop(name, 0) if name else 0 :]
         if name:
             self._db.execute(f"ROLLBACK TO {name}")
             self._db.execute(f"RELEASE {name}")
@@ -510,15 +562,36 @@ class DataverseEmulator:
     def _release(self, name: str) -> None:
         self._depth -= 1
         if name:
+            self._event_marks.pop(name, None)
             self._db.execute(f"RELEASE {name}")
             return
         try:
             self._db.execute("COMMIT")
         except BaseException:
             self._touch()
+            self._events.clear()
             if self._db.in_transaction:
                 self._db.execute("ROLLBACK")
             raise
+        events, self._events = self._events, []
+        if self.on_event is not None:
+            for event in events:
+                self.on_event(event)
+
+    def _raise_event(
+        self, message: str, table: Table, row: Mapping[str, Any], names: Iterable[str]
+    ) -> None:
+        """Keep a Create or Update for `on_event`, raised when the transaction commits."""
+        if self.on_event is None:
+            return
+        attributes = tuple(
+            (name, table.by_name[name].target, row.get(name))
+            for name in names
+            if name in table.by_name and name not in _SYSTEM_COLUMNS
+        )
+        self._events.append(
+            RowEvent(message, table.logical, str(row[table.id]), attributes, self._now())
+        )
 
     def _typed(self, table: Table, raw: Sequence[Any], names: Sequence[str]) -> dict[str, Any]:
         row: dict[str, Any] = {}
@@ -622,15 +695,52 @@ class DataverseEmulator:
         return f"{self.api_url}/{table.entity_set}({row_id})"
 
     def _serialize(
-        self, table: Table, row: Mapping[str, Any], select: Sequence[Column] | None
+        self,
+        table: Table,
+        row: Mapping[str, Any],
+        select: Sequence[Column] | None,
+        names: Callable[[Column, str], str | None] | None = None,
     ) -> dict[str, Any]:
+        """`names` (the request asked for formatted values): a lookup's related row's name,
+        sent as `_x_value@OData.Community.Display.V1.FormattedValue` before the value."""
         out: dict[str, Any] = {}
         if table.versioned:
             out["@odata.etag"] = self._etag(row)
         for column in select if select is not None else table.columns:
-            out[column.prop] = to_json(column, row.get(column.name))
+            value = to_json(column, row.get(column.name))
+            if names is not None and column.kind is Kind.LOOKUP and value is not None:
+                name = names(column, str(value))
+                if name is not None:
+                    out[f"{column.prop}@{FORMATTED_VALUE}"] = name
+            out[column.prop] = value
         out.setdefault(table.id, row[table.id])
         return out
+
+    def _lookup_names(self, request: Request) -> Callable[[Column, str], str | None] | None:
+        """The lookup namer of a read whose Prefer asks for formatted values (`*` or the
+        term), else None: Dataverse sends annotations only when asked.
+        https://learn.microsoft.com/power-apps/developer/data-platform/webapi/query/select-columns#formatted-values
+        Only lookups are annotated here (docs/fidelity.md): not choices, booleans or dates."""
+        wanted = prefer(request).get("odata.include-annotations", "")
+        terms = {t.strip() for t in wanted.split(",")}
+        if not terms & {"*", FORMATTED_VALUE, "OData.Community.Display.V1.*"}:
+            return None
+        cache: dict[str, dict[str, str]] = {}
+
+        def name(column: Column, row_id: str) -> str | None:
+            target = self.tables.get(column.target or "")
+            if target is None or target.name is None:
+                return None
+            if target.logical not in cache:
+                rows = self._rows_cache.get(target.sql)
+                if rows is None:
+                    rows = self._rows_cache[target.sql] = self._all(target)
+                cache[target.logical] = {
+                    str(r[target.id]): str(r[target.name]) for r in rows if r.get(target.name)
+                }
+            return cache[target.logical].get(row_id.lower())
+
+        return name
 
     def _context(self, table: Table, select: Sequence[Column] | None, *, single: bool) -> str:
         url = f"{self.api_url}/$metadata#{table.entity_set}"
@@ -654,7 +764,7 @@ class DataverseEmulator:
         response.headers.setdefault("x-ms-service-request-id", str(uuid.uuid4()))
         return response
 
-    def _route(  # noqa: PLR0912 - one branch per Web API URL form, as Dataverse resolves them
+    def _route(  # noqa: PLR0912, PLR0915 - one branch per Web API URL form, as Dataverse has
         self, request: Request, *, batched: bool
     ) -> Response:
         path = request.path
@@ -680,6 +790,8 @@ class DataverseEmulator:
             return self._attribute_history(request, segments)
         if head.name == "WhoAmI" and len(segments) == 1:
             return self._who_am_i(request)
+        if head.name == "systemusers":
+            return self._user_function(request, segments)
         table = self._sets.get(head.name)
         if table is None:
             raise _not_found_segment(head.name)
@@ -806,7 +918,8 @@ class DataverseEmulator:
         body: dict[str, Any] = {"@odata.context": self._context(table, select, single=False)}
         if count == "true":
             body["@odata.count"] = min(total, MAX_PAGE_SIZE)
-        body["value"] = [self._serialize(table, r, select) for r in page]
+        names = self._lookup_names(request)
+        body["value"] = [self._serialize(table, r, select, names) for r in page]
         if len(rows) > page_size:
             body["@odata.nextLink"] = self._next_link(request, table, page[-1], order)
         return _json(200, body, headers)
@@ -886,7 +999,8 @@ class DataverseEmulator:
         ):
             return Response(304, b"", {"OData-Version": "4.0"})
         body = {"@odata.context": self._context(table, select, single=True)}
-        body.update(self._serialize(table, row, select))
+        self._refresh()
+        body.update(self._serialize(table, row, select, self._lookup_names(request)))
         return _json(200, body, {"ETag": self._etag(row)} if table.versioned else None)
 
     def _property(self, request: Request, table: Table, key: Key, column: Column) -> Response:
@@ -1022,7 +1136,11 @@ class DataverseEmulator:
         select = self._select(table, options)
         body = self._body(request)
         with self._tx():  # the bound records, the existence check and the insert: one transaction
+            if table.logical == ANNOTATION_TABLE:
+                self._check_note(table, body)
             values = self._payload(table, body, creating=True)
+            if table.logical == ANNOTATION_TABLE and values.get(NOTE_LOOKUP):
+                values["objecttypecode"] = table.column(NOTE_LOOKUP).target
             if key is not None and key.id is not None:
                 if values.get(table.id) not in (None, key.id):
                     raise bad_request(
@@ -1048,6 +1166,7 @@ class DataverseEmulator:
             self._insert(table, row)
             audited = {n: v for n, v in row.items() if v is not None and n not in _SYSTEM_COLUMNS}
             self._audit(table, row_id, 1, {}, audited, now)
+            self._raise_event("Create", table, row, dict.fromkeys([table.id, *audited]))
         headers = {
             "OData-EntityId": self._entity_url(table, row_id, key),
             "ETag": self._etag(row),
@@ -1135,6 +1254,7 @@ class DataverseEmulator:
         new_audit = {n: v for n, v in new.items() if n not in _SYSTEM_COLUMNS}
         if new_audit:
             self._audit(table, row[table.id], 2, old_audit, new_audit, now)
+            self._raise_event("Update", table, {**row, **changes}, new_audit)
         return {**row, **changes}
 
     def _check_alternate_key(self, table: Table, row_id: str, values: Mapping[str, Any]) -> None:
@@ -1280,7 +1400,8 @@ class DataverseEmulator:
                 path = f"{API}/{path}"  # relative to the service root
             body = resolve_content_ids(op.body, ids)
             inner = Request(op.method, path, parts.query, op.headers, body)
-            response = self._respond(inner, batched=True)
+            faulted = self.part_fault(inner) if self.part_fault is not None else None
+            response = faulted or self._respond(inner, batched=True)
         except ODataError as exc:
             response = error_response(exc)
         if op.method == "POST" and response.status == 204 and "OData-EntityId" in response.headers:
@@ -1311,14 +1432,12 @@ class DataverseEmulator:
         if len(segments) != 2 or part.args is not None:
             raise unsupported(f"'{'/'.join(s.name for s in segments)}' in metadata queries")
         if part.name == "ManyToOneRelationships":
-            docs = [
-                r for r in relationships(self.tables) if r["ReferencingEntity"] == table.logical
-            ]
+            docs = [r for r in self._relationships() if r["ReferencingEntity"] == table.logical]
             return self._metadata_collection(
                 request, f"{base}/{part.name}", "OneToManyRelationshipMetadata", docs
             )
         if part.name == "OneToManyRelationships":
-            docs = [r for r in relationships(self.tables) if r["ReferencedEntity"] == table.logical]
+            docs = [r for r in self._relationships() if r["ReferencedEntity"] == table.logical]
             return self._metadata_collection(
                 request, f"{base}/{part.name}", "OneToManyRelationshipMetadata", docs
             )
@@ -1350,7 +1469,16 @@ class DataverseEmulator:
         return found
 
     def _entity_doc(self, table: Table) -> dict[str, Any]:
-        return entity_metadata(table, audited=self._is_audited(table))
+        has_notes = self.notes_enabled and table.logical == self.schema.subscription.table
+        return entity_metadata(table, audited=self._is_audited(table), has_notes=has_notes)
+
+    def _relationships(self) -> list[dict[str, Any]]:
+        """Every relationship; the notes one (annotation.objectid) only with notes on."""
+        return [
+            r
+            for r in relationships(self.tables)
+            if self.notes_enabled or r["ReferencingEntity"] != ANNOTATION_TABLE
+        ]
 
     def _is_audited(self, table: Table, column: Column | None = None) -> bool:
         if not self.audit_enabled or table.logical != self._setting.logical:
@@ -1623,6 +1751,68 @@ class DataverseEmulator:
             "AuditDetail": self._detail(table, row, None),
         }
         return _json(200, body)
+
+    # ------------------------------------------------------------ notes and privileges
+
+    def _check_note(self, table: Table, body: Mapping[str, Any]) -> None:
+        """A note's create as Dataverse checks it: the Regarding binding exists only when the
+        subscription table has notes; the user needs prvCreateNote, prvAppendNote and the
+        table's AppendTo privilege."""
+        column = table.column(NOTE_LOOKUP)
+        bound = any(k.partition("@")[0] == column.nav for k in body)
+        if bound and not self.notes_enabled:
+            raise bad_request(
+                f"An undeclared property '{column.nav}' which only has property annotations in "
+                "the payload but no property value was found in the payload."
+            )
+        needed = [privilege_name(table, "Create")]
+        if bound:
+            target = self.tables[str(column.target)]
+            needed += [privilege_name(table, "Append"), privilege_name(target, "AppendTo")]
+        for name in needed:
+            if name in self.missing_privileges:
+                raise ODataError(
+                    403,
+                    MISSING_PRIVILEGE,
+                    f"Principal user (Id={SANDBOX_USER_ID}, type=8, roleCount=1) is missing "
+                    f"{name} privilege (Id={metadata_id('privilege', name)}) on "
+                    f"OTC={table.type_code} for entity '{table.logical}'.",
+                )
+
+    def _user_function(self, request: Request, segments: Sequence[Segment]) -> Response:
+        """`systemusers(<id>)/Microsoft.Dynamics.CRM.RetrieveUserPrivilegeByPrivilegeName(
+        PrivilegeName='...')`: the sandbox user holds every privilege (Global depth) but the
+        scenario's missing ones.
+        https://learn.microsoft.com/power-apps/developer/data-platform/webapi/reference/retrieveuserprivilegebyprivilegename"""
+        function = "Microsoft.Dynamics.CRM.RetrieveUserPrivilegeByPrivilegeName"
+        if len(segments) != 2 or segments[1].name != function or segments[0].args is None:
+            raise unsupported("systemusers: only RetrieveUserPrivilegeByPrivilegeName")
+        if request.method != "GET":
+            raise _method_not_allowed(request.method, function)
+        user = segments[0].args.strip().lower()
+        if user != SANDBOX_USER_ID:
+            raise ODataError(404, NOT_FOUND, f"systemuser With Id = {user} Does Not Exist")
+        pairs = split_args(segments[1].args or "")
+        raw = pairs[0][1] if len(pairs) == 1 and pairs[0][0] == "PrivilegeName" else None
+        if raw is not None and raw.startswith("@"):
+            raw = aliases(request).get(raw)
+        name = string_literal(raw) if raw is not None else None
+        if name is None:
+            raise bad_request(f"{function} takes PrivilegeName='<name>'.")
+        held = (
+            []
+            if name in self.missing_privileges
+            else [
+                {
+                    "BusinessUnitId": SANDBOX_BUSINESS_UNIT_ID,
+                    "Depth": "Global",
+                    "PrivilegeId": metadata_id("privilege", name),
+                    "PrivilegeName": name,
+                }
+            ]
+        )
+        context = f"{self.api_url}/$metadata#Microsoft.Dynamics.CRM.{function[23:]}Response"
+        return _json(200, {"@odata.context": context, "RolePrivileges": held})
 
     def _who_am_i(self, request: Request) -> Response:
         if request.method != "GET":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -128,7 +129,8 @@ class Key:
 def prefer(request: Request) -> dict[str, str]:
     """The Prefer header's preferences, name -> value ('' when it has none)."""
     out: dict[str, str] = {}
-    for item in (request.headers.get("Prefer") or "").split(","):
+    # Commas inside a quoted value (odata.include-annotations="a,b") do not split preferences.
+    for item in re.findall(r'(?:[^,"]|"[^"]*")+', request.headers.get("Prefer") or ""):
         name, _, value = item.strip().partition("=")
         if name:
             out[name.strip().lower()] = value.strip().strip('"')

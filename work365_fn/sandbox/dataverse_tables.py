@@ -12,7 +12,7 @@ from __future__ import annotations
 import enum
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any
@@ -111,6 +111,11 @@ KNOWN_SCHEMA_NAMES = {
     "objectid": "ObjectId",
     "userid": "UserId",
     "transactionid": "TransactionId",
+    "annotation": "Annotation",
+    "annotationid": "AnnotationId",
+    "subject": "Subject",
+    "notetext": "NoteText",
+    "isdocument": "IsDocument",
 }
 
 
@@ -133,6 +138,7 @@ class Column:
     creatable: bool = True
     updatable: bool = True
     schema_name: str = ""
+    nav_name: str | None = None  # a polymorphic lookup's navigation property to its target
 
     @property
     def prop(self) -> str:
@@ -146,7 +152,9 @@ class Column:
     @property
     def nav(self) -> str | None:
         """Single-valued navigation property of a lookup (case-sensitive)."""
-        return self.schema_name if self.kind is Kind.LOOKUP and self.target else None
+        if self.kind is not Kind.LOOKUP or not self.target:
+            return None
+        return self.nav_name or self.schema_name
 
 
 @dataclass(frozen=True)
@@ -234,10 +242,7 @@ def _table(
     merged: dict[str, Column] = {}
     for column in [_col(id_column, Kind.UNIQUEIDENTIFIER, updatable=False), *columns]:
         merged.setdefault(column.name, column)  # a schema map naming one column twice keeps one
-    numbered = tuple(
-        Column(c.name, c.kind, n, c.target, c.creatable, c.updatable, c.schema_name)
-        for n, c in enumerate(merged.values(), start=1)
-    )
+    numbered = tuple(replace(c, number=n) for n, c in enumerate(merged.values(), start=1))
     return Table(
         logical,
         entity_set,
@@ -250,11 +255,23 @@ def _table(
     )
 
 
+def _extra_columns(kinds: Mapping[str, str] | None) -> list[Column]:
+    return [_col(name, Kind(kind)) for name, kind in sorted((kinds or {}).items())]
+
+
 AUDIT_TABLE = "audit"
+# The Note table. Its Regarding lookup `objectid` is polymorphic: one relationship (and one
+# navigation property, `objectid_<table>`) per table with notes; here, the subscription table's.
+# https://learn.microsoft.com/power-apps/developer/data-platform/reference/entities/annotation
+ANNOTATION_TABLE = "annotation"
+NOTE_LOOKUP = "objectid"
 
 
-def build_tables(schema: Schema) -> dict[str, Table]:
-    """Every table the emulator serves, by logical name."""
+def build_tables(
+    schema: Schema, contract_columns: Mapping[str, str] | None = None
+) -> dict[str, Table]:
+    """Every table the emulator serves, by logical name. `contract_columns`: extra columns of
+    the billing contract table (logical name -> AttributeType), from a scenario's contracts."""
     s = schema
     account = s.account.table
     contract = s.billing_contract
@@ -297,6 +314,7 @@ def build_tables(schema: Schema) -> dict[str, Table]:
                 _col(contract.is_default, Kind.BOOLEAN),
                 *_system_columns(),
                 _col(contract.state, Kind.STATE if contract.state == "statecode" else Kind.INTEGER),
+                *_extra_columns(contract_columns),
             ],
             10002,
         ),
@@ -345,6 +363,25 @@ def build_tables(schema: Schema) -> dict[str, Table]:
             read_only=True,
             versioned=False,
             extra_sql=("changedata",),
+        ),
+        _table(
+            ANNOTATION_TABLE,
+            "annotations",
+            "annotationid",
+            "subject",
+            [
+                _col("subject", Kind.STRING),
+                _col("notetext", Kind.MEMO),
+                _col("isdocument", Kind.BOOLEAN),
+                replace(
+                    _col(NOTE_LOOKUP, Kind.LOOKUP, sub.table),
+                    nav_name=f"{NOTE_LOOKUP}_{sub.table}",
+                ),
+                _col("objecttypecode", Kind.ENTITYNAME, updatable=False),
+                *[c for c in _system_columns() if not c.name.startswith("stat")],
+            ],
+            5,
+            custom=False,
         ),
     ]
     out: dict[str, Table] = {}
@@ -453,7 +490,35 @@ def _label(text: str) -> dict[str, Any]:
     return {"LocalizedLabels": [localized], "UserLocalizedLabel": localized}
 
 
-def entity_metadata(table: Table, *, audited: bool) -> dict[str, Any]:
+PRIVILEGE_TYPES = ("Create", "Read", "Write", "Delete", "Assign", "Share", "Append", "AppendTo")
+
+
+def privilege_name(table: Table, privilege_type: str) -> str:
+    """`prv<Type><table>`: the Note table's are `prvCreateNote`, `prvAppendNote`, ...; other
+    tables' here use their SchemaName (the service reads them from metadata, never guesses)."""
+    noun = "Note" if table.logical == ANNOTATION_TABLE else table.schema_name
+    return f"prv{privilege_type}{noun}"
+
+
+def privileges(table: Table) -> list[dict[str, Any]]:
+    """EntityMetadata.Privileges (SecurityPrivilegeMetadata) of a table."""
+    return [
+        {
+            "CanBeBasic": True,
+            "CanBeDeep": True,
+            "CanBeGlobal": True,
+            "CanBeLocal": True,
+            "CanBeEntityReference": False,
+            "CanBeParentEntityReference": False,
+            "Name": privilege_name(table, kind),
+            "PrivilegeId": metadata_id("privilege", privilege_name(table, kind)),
+            "PrivilegeType": kind,
+        }
+        for kind in PRIVILEGE_TYPES
+    ]
+
+
+def entity_metadata(table: Table, *, audited: bool, has_notes: bool = False) -> dict[str, Any]:
     """EntityMetadata properties (as `EntityDefinitions` serves them)."""
     display = table.schema_name
     return {
@@ -472,6 +537,8 @@ def entity_metadata(table: Table, *, audited: bool) -> dict[str, Any]:
         "IsOptimisticConcurrencyEnabled": table.versioned,
         "IsValidForAdvancedFind": True,
         "OwnershipType": "OrganizationOwned" if table.read_only else "UserOwned",
+        "HasNotes": has_notes,
+        "Privileges": [] if table.read_only else privileges(table),
         "DisplayName": _label(display),
     }
 
@@ -516,6 +583,8 @@ def option_set(column: Column) -> dict[str, Any] | None:
 
 
 def relationship_name(table: Table, column: Column) -> str:
+    if table.logical == ANNOTATION_TABLE:
+        return f"{column.target}_Annotations"  # as Dataverse names a table's notes relationship
     return f"{column.target}_{table.logical}_{column.name}"
 
 

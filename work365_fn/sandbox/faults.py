@@ -13,6 +13,9 @@ A fault rule (from a scenario's `faults` list, or `sandbox.faults.add({...})` in
      "set": {"column": value}, # race: changes applied to the row before the request is handled
      "times": 1,               # apply to the first N matching requests (default 1), or
      "every": 3,               # apply to every Nth matching request (never with times)
+     "batchPart": true,        # match the operations inside a Dataverse $batch, not requests:
+                               # kinds 429, 503, 500, 401 answer that operation alone (a change
+                               # set is then rolled back whole)
      "description": "why"}     # optional note
 
 Rules are checked in order; every matching rule counts the request, the first that fires applies.
@@ -39,8 +42,10 @@ SERVICES = ("dataverse", "partnerCenter", "token")
 KINDS = ("429", "503", "500", "slow", "drop", "malformed-json", "401", "race")
 _FIELDS = {
     "service", "method", "path", "kind", "retryAfter", "delayMs", "set", "times", "every",
-    "description", "code",
+    "description", "code", "batchPart",
 }  # fmt: skip
+# Not race: inside a change set, the race's own change would be rolled back with it.
+_PART_KINDS = ("429", "503", "500", "401")
 _METHODS = ("GET", "POST", "PATCH", "PUT", "DELETE", "HEAD", "OPTIONS")
 
 
@@ -58,8 +63,11 @@ class FaultRule:
     every: int | None = None
     description: str = ""
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    batch_part: bool = False  # matches operations inside a $batch instead of requests
 
-    def matches(self, service: str, request: Request) -> bool:
+    def matches(self, service: str, request: Request, *, part: bool = False) -> bool:
+        if self.batch_part != part:
+            return False
         if self.service is not None and self.service != service:
             return False
         if self.kind == "race" and service != "dataverse":
@@ -164,6 +172,12 @@ def parse_rule(  # noqa: PLR0912, PLR0915 - one check per rule field, each namin
     if not isinstance(description, str):
         raise fail("description", "must be a string")
 
+    batch_part = raw.get("batchPart", False)
+    if not isinstance(batch_part, bool):
+        raise fail("batchPart", "must be true or false")
+    if batch_part and (kind not in _PART_KINDS or service not in (None, "dataverse")):
+        raise fail("batchPart", f"applies to Dataverse kinds {', '.join(_PART_KINDS)} only")
+
     return FaultRule(
         kind=str(kind),
         service=service,
@@ -177,6 +191,7 @@ def parse_rule(  # noqa: PLR0912, PLR0915 - one check per rule field, each namin
         every=every,
         description=description,
         raw=dict(raw),
+        batch_part=batch_part,
     )
 
 
@@ -239,11 +254,12 @@ class FaultSet:
         with self._lock:
             return [a.fired for a in self._rules]
 
-    def match(self, service: str, request: Request) -> FaultRule | None:
+    def match(self, service: str, request: Request, *, part: bool = False) -> FaultRule | None:
+        """The rule that applies to a request (`part`: an operation inside a $batch)."""
         chosen = None
         with self._lock:
             for armed in self._rules:
-                if not armed.rule.matches(service, request):
+                if not armed.rule.matches(service, request, part=part):
                     continue
                 if chosen is None:
                     if armed.fire():

@@ -6,13 +6,15 @@
         assert sandbox.counts()["dataverse"]["PATCH work365_subscriptions"] == 3
 
 State: with `state_path`, the SQLite file is seeded from the scenario when it does not exist and
-reused as it is when it does (the scenario is then ignored; its faults and alternateKey were kept
-in the file's `sandbox_meta` table). Without it, each start gets a temporary database, removed on
-stop. The certificate is made afresh on every start.
+reused as it is when it does (its faults, alternateKey, schema and the scenario's fingerprint were
+kept in the file's `sandbox_meta` table; `check_reuse` refuses a different scenario, as the CLI
+does for `--scenario` with an existing `--state`). Without it, each start gets a temporary
+database, removed on stop. The certificate is made afresh on every start.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -32,16 +34,22 @@ from work365_fn.adapters.schema import Schema
 from .core import Emulator, Request, TokenIssuer
 from .dataverse import DataverseEmulator
 from .faults import FaultSet, Limiter, Limits, parse_rules
+from .identity import ASSERTION_AUDIENCE, IdentityEmulator, ManagedIdentity
 from .partner_center import PC_AUDIENCE, PartnerCenterEmulator
 from .scenario import Scenario, ScenarioError
 from .server import SandboxServer
 from .tls import make_certificate
-from .token import SandboxTokenIssuer, TokenEmulator
+from .token import FederatedCredential, SandboxTokenIssuer, TokenEmulator
+from .webhooks import WebhookDelivery
 
 log = logging.getLogger(__name__)
 
 SANDBOX_TENANT_ID = "5a4f0e1c-8b2d-4c3e-9f6a-7b8c9d0e1f2a"
 SANDBOX_CLIENT_ID = "3c2b1a09-8f7e-4d6c-b5a4-938271605f4e"
+# The Function App's user-assigned managed identity: client id, principal (object) id.
+SANDBOX_IDENTITY = ManagedIdentity(
+    "9d8c7b6a-5f4e-4d3c-8b2a-1f0e9d8c7b6a", "0f1e2d3c-4b5a-4968-8776-a5b4c3d2e1f0"
+)
 STATE_FORMAT = 1
 # `sandbox serve` uses a fixed secret and certificate folder so that local.settings.json (copied
 # from local.settings.sample.json) keeps working across restarts. Loopback only, never real.
@@ -91,6 +99,8 @@ class Sandbox:
         self.env = env
         self._cleanup = cleanup
         self._stopped = False
+        # Dataverse webhooks (webhooks.py): steps registered here are POSTed the rows created.
+        self.webhooks = self.use_webhooks(WebhookDelivery(env["WORK365_DATAVERSE_URL"]))
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -168,11 +178,13 @@ class Sandbox:
                 if seed:
                     dataverse.seed(scenario)
                     partner_center.seed(scenario)
-                    _write_meta(db_path, raw_faults, alternate_key, schema)
+                    _write_meta(db_path, scenario, raw_faults, alternate_key, schema)
             except BaseException:
                 server.stop()
                 raise
             server.mount(token_emulator)
+            identity_header = _identity_header(client_secret)
+            server.mount(_identity(url, tokens, token_emulator, identity_header, clock))
             server.mount(partner_center)
             server.mount(dataverse)
             server.start()
@@ -191,6 +203,12 @@ class Sandbox:
             "WORK365_DATAVERSE_URL": url,
             "WORK365_PARTNER_CENTER_URL": url,
             "WORK365_CA_BUNDLE": certificate.cert_path,
+            # The managed-identity endpoint, as Azure sets it (read only with
+            # WORK365_DATAVERSE_AUTH=managed-identity, WORK365_PC_AUTH=federated or storage by
+            # identity; MSAL reads the first two from the process environment: docs/identity.md).
+            "IDENTITY_ENDPOINT": f"{url}/msi/token",
+            "IDENTITY_HEADER": identity_header,
+            "WORK365_MANAGED_IDENTITY_CLIENT_ID": SANDBOX_IDENTITY.client_id,
             # The run store (incremental watermark) describes this sandbox's data: it lives with
             # the state file, or in the temporary folder of a throwaway sandbox.
             "WORK365_STATE_DIR": (
@@ -211,6 +229,7 @@ class Sandbox:
         if self._stopped:
             return
         self._stopped = True
+        self.webhooks.stop()
         self._server.stop()
         for emulator in (self.dataverse, self.partner_center):
             close = getattr(emulator, "close", None)
@@ -231,6 +250,17 @@ class Sandbox:
         self.stop()
 
     # --- what tests use ----------------------------------------------------------------------
+
+    def use_webhooks(self, delivery: WebhookDelivery) -> WebhookDelivery:
+        """Deliver the Dataverse emulator's row events through `delivery` (e.g. one with an
+        injected sleep, or a `post` that calls the handler directly)."""
+        old = getattr(self, "webhooks", None)
+        if old is not None:
+            old.stop()
+        self.webhooks = delivery
+        if hasattr(self.dataverse, "on_event"):
+            self.dataverse.on_event = delivery.notify
+        return delivery
 
     @property
     def url(self) -> str:
@@ -271,9 +301,51 @@ class Sandbox:
         return f"Sandbox(url={self.url!r}, stopped={self._stopped})"
 
 
+def _identity_header(client_secret: str) -> str:
+    """IDENTITY_HEADER, derived from the client secret: fixed for `sandbox serve` (whose secret
+    is), so local.settings.json keeps working across restarts."""
+    return hashlib.sha256(b"work365 sandbox identity header:" + client_secret.encode()).hexdigest()
+
+
+def _identity(
+    url: str,
+    tokens: SandboxTokenIssuer,
+    token_emulator: TokenEmulator,
+    header: str,
+    clock: Callable[[], float],
+) -> IdentityEmulator:
+    """The managed-identity endpoint, and the app registration's federated identity credential
+    that trusts its identity (issuer, principal id as subject, api://AzureADTokenExchange)."""
+    jwt_key = secrets.token_bytes(32)
+    identity = IdentityEmulator(
+        SANDBOX_TENANT_ID,
+        [SANDBOX_IDENTITY],
+        header,
+        tokens,
+        [url],
+        jwt_key=jwt_key,
+        clock=clock,
+    )
+    token_emulator.trust(
+        FederatedCredential(
+            issuer=f"https://login.microsoftonline.com/{SANDBOX_TENANT_ID}/v2.0",
+            subject=SANDBOX_IDENTITY.principal_id,
+            audience=ASSERTION_AUDIENCE,
+            key=jwt_key,
+            clock=clock,
+        )
+    )
+    return identity
+
+
 def _write_meta(
-    db_path: str, faults: list[dict[str, Any]], alternate_key: bool, schema: Schema
+    db_path: str,
+    scenario: Scenario,
+    faults: list[dict[str, Any]],
+    alternate_key: bool,
+    schema: Schema,
 ) -> None:
+    seeded = {"origin": scenario.origin, "fingerprint": scenario.fingerprint()}
     with sqlite3.connect(db_path, timeout=30) as db:
         db.execute("CREATE TABLE IF NOT EXISTS sandbox_meta (key TEXT PRIMARY KEY, value TEXT)")
         db.executemany(
@@ -283,12 +355,13 @@ def _write_meta(
                 ("faults", json.dumps(faults)),
                 ("alternateKey", json.dumps(alternate_key)),
                 ("schema", json.dumps(schema.to_json())),
+                ("scenario", json.dumps(seeded)),
             ],
         )
     db.close()
 
 
-def _read_meta(db_path: str) -> tuple[list[dict[str, Any]], bool]:
+def _meta_rows(db_path: str) -> dict[str, str]:
     try:
         db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=30)
         try:
@@ -297,11 +370,31 @@ def _read_meta(db_path: str) -> tuple[list[dict[str, Any]], bool]:
             db.close()
     except sqlite3.DatabaseError:
         raise ScenarioError(
-            f"state file {db_path} is not a sandbox state file: delete it, or pass another "
-            "--state path, to seed a new one"
+            f"state file {db_path} is not a sandbox state file (or cannot be read): delete it, "
+            "or pass another --state path, to seed a new one"
         ) from None
     if "format" not in rows:
         raise ScenarioError(f"state file {db_path} was never fully seeded: delete it")
+    return rows
+
+
+def check_reuse(state_path: str, scenario: Scenario) -> None:
+    """A scenario given with an existing state file: the state wins, so the scenario must be the
+    one the state was seeded with (same content, wherever it came from). Any other is refused
+    with a ScenarioError that says what to do: never silently ignored."""
+    rows = _meta_rows(os.path.abspath(state_path))
+    seeded = json.loads(rows.get("scenario", "{}"))
+    if seeded.get("fingerprint") == scenario.fingerprint():
+        return
+    was = f"seeded from {seeded['origin']}" if seeded.get("origin") else "seeded earlier"
+    raise ScenarioError(
+        f"--state {state_path} already holds a scenario ({was}), not {scenario.origin}: drop "
+        "--scenario to go on with that state, or give a new --state file to seed this scenario"
+    )
+
+
+def _read_meta(db_path: str) -> tuple[list[dict[str, Any]], bool]:
+    rows = _meta_rows(db_path)
     faults = json.loads(rows.get("faults", "[]"))
     alternate_key = bool(json.loads(rows.get("alternateKey", "false")))
     return faults, alternate_key

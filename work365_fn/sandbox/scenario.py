@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from importlib import resources
 from pathlib import Path
@@ -11,6 +13,7 @@ from typing import Any
 from work365_fn import safe_json
 from work365_fn.adapters.schema import Schema
 from work365_fn.errors import SchemaError
+from work365_fn.rules.landing import LandingRulesError, parse_landing_rules
 from work365_fn.rules.model import is_guid
 from work365_fn.rules.timestamps import parse_timestamp
 
@@ -61,6 +64,9 @@ class ScenarioContract:
     name: str
     is_default: bool
     active: bool
+    # Extra columns of the contract (logical name -> value), e.g. work365_billingtiming: what
+    # landing rules select by. The emulator serves them, metadata included.
+    columns: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -92,6 +98,15 @@ class ScenarioCustomer:
 
 
 @dataclass(frozen=True)
+class ScenarioNotes:
+    """`notes`: whether the subscription table has notes (HasNotes), and the privileges the
+    application user lacks (e.g. `prvCreateNote`)."""
+
+    has_notes: bool = True
+    missing_privileges: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Scenario:
     setting: ScenarioSetting
     accounts: tuple[ScenarioAccount, ...] = ()
@@ -105,6 +120,19 @@ class Scenario:
     alternate_key: bool = False  # the org has an alternate key on the provider subscription id
     # The org's names, as a WORK365_SCHEMA_FILE (partial) gives them; None: the default map.
     schema: Schema | None = None
+    # The scenario's landing rules (WORK365_LANDING_RULES_FILE's document), checked on load;
+    # the CLI uses them with --sandbox unless the setting or --landing-rules gives others.
+    landing_rules: dict[str, Any] | None = None
+    notes: ScenarioNotes = ScenarioNotes()
+    origin: str = field(default="<memory>", compare=False)  # file path or built-in:<name>
+
+    def fingerprint(self) -> str:
+        """A digest of the seed data, not of where it came from: a state file keeps the one it
+        was seeded with, so that a later --scenario can be checked against it."""
+        content = asdict(self)
+        content.pop("origin")
+        text = json.dumps(content, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
     @classmethod
     def load(cls, path: str | Path) -> Scenario:
@@ -121,8 +149,17 @@ class Scenario:
         try:
             data = ref.read_bytes()
         except (FileNotFoundError, OSError):
-            raise ScenarioError(f"no built-in scenario named '{name}'") from None
+            raise ScenarioError(
+                f"no built-in scenario named '{name}': the built-in ones are "
+                f"{', '.join(builtin_names())} (or give a scenario file's path)"
+            ) from None
         return parse_scenario(_json(data, f"built-in:{name}"), origin=f"built-in:{name}")
+
+
+def builtin_names() -> list[str]:
+    """The names `Scenario.builtin` takes (sandbox/scenarios/*.json), sorted."""
+    folder = resources.files("work365_fn.sandbox").joinpath("scenarios")
+    return sorted(p.name[: -len(".json")] for p in folder.iterdir() if p.name.endswith(".json"))
 
 
 def _json(data: bytes, origin: str) -> Any:
@@ -210,6 +247,8 @@ def parse_scenario(  # noqa: PLR0912, PLR0915 - one check per scenario field, ea
             "alternateKey",
             "schema",
             "description",
+            "landingRules",
+            "notes",
         },
         "$",
     )
@@ -255,7 +294,7 @@ def parse_scenario(  # noqa: PLR0912, PLR0915 - one check per scenario field, ea
     for i, c in enumerate(f.items(top.get("billingContracts"), "billingContracts")):
         w = f"billingContracts[{i}]"
         c = f.obj(c, w)
-        f.known(c, {"id", "accountId", "name", "isDefault", "active"}, w)
+        f.known(c, {"id", "accountId", "name", "isDefault", "active", "columns"}, w)
         contracts.append(
             ScenarioContract(
                 id=str(f.guid(c, "id", w)),
@@ -263,6 +302,7 @@ def parse_scenario(  # noqa: PLR0912, PLR0915 - one check per scenario field, ea
                 name=f.text(c, "name", w),
                 is_default=f.boolean(c, "isDefault", w, False),
                 active=f.boolean(c, "active", w, True),
+                columns=_contract_columns(f, c, w),
             )
         )
     contract_ids = {c.id for c in contracts}
@@ -325,6 +365,7 @@ def parse_scenario(  # noqa: PLR0912, PLR0915 - one check per scenario field, ea
             for key in ("offerId", "offerName", "friendlyName", "status", "billingType"):
                 if key in s_obj:
                     f.text(s_obj, key, sw)
+            _landing_fields(f, s_obj, sw)
             f.when(s_obj, "creationDate", sw)
             pc_subs.append(ScenarioPcSubscription(raw={**s_obj, "id": s_obj["id"]}))
         key = str(f.guid(c, "id", w))
@@ -377,7 +418,98 @@ def parse_scenario(  # noqa: PLR0912, PLR0915 - one check per scenario field, ea
         faults=faults,
         alternate_key=alternate_key,
         schema=_parse_schema(f, top.get("schema")),
+        landing_rules=_parse_landing_rules(f, top.get("landingRules")),
+        notes=_parse_notes(f, top.get("notes", {})),
+        origin=origin,
     )
+
+
+def _parse_notes(f: _Fields, raw: object) -> ScenarioNotes:
+    """`notes`: {"hasNotes": true, "missingPrivileges": ["prvCreateNote", ...]}."""
+    notes = f.obj(raw, "notes")
+    f.known(notes, {"hasNotes", "missingPrivileges"}, "notes")
+    missing = []
+    for i, name in enumerate(f.items(notes.get("missingPrivileges"), "notes.missingPrivileges")):
+        if (
+            not isinstance(name, str)
+            or not name.startswith("prv")
+            or not name.replace("_", "").isalnum()
+        ):
+            raise f.fail(
+                f"notes.missingPrivileges[{i}]", "must be a privilege name like prvCreateNote"
+            )
+        missing.append(name)
+    return ScenarioNotes(f.boolean(notes, "hasNotes", "notes", True), tuple(missing))
+
+
+_COLUMN_TYPES: dict[type, str] = {bool: "Boolean", int: "Integer", str: "String"}
+
+
+def _contract_columns(f: _Fields, c: dict[str, Any], where: str) -> dict[str, Any]:
+    columns = f.obj(c.get("columns", {}), f"{where}.columns")
+    for key, value in columns.items():
+        if not is_logical_name(key):
+            raise f.fail(f"{where}.columns.{key}", "must be a column's logical name (a-z, 0-9, _)")
+        if value is not None and type(value) not in _COLUMN_TYPES:
+            raise f.fail(
+                f"{where}.columns.{key}", "must be a string, an integer, true/false or null"
+            )
+    return dict(columns)
+
+
+def contract_column_kinds(scenario: Scenario) -> dict[str, str]:
+    """The extra contract columns of a scenario and their AttributeType (from their values):
+    the emulator adds them to the contract table. ScenarioError when two contracts disagree."""
+    kinds: dict[str, str] = {}
+    for c in scenario.billing_contracts:
+        for key, value in c.columns.items():
+            kind = _COLUMN_TYPES.get(type(value)) if value is not None else None
+            if kind and kinds.setdefault(key, kind) != kind:
+                raise ScenarioError(
+                    f"scenario: contract column '{key}' holds values of two types "
+                    f"({kinds[key]} and {kind})"
+                )
+    for c in scenario.billing_contracts:
+        for key in c.columns:
+            kinds.setdefault(key, "String")  # only nulls: a text column
+    return kinds
+
+
+def is_logical_name(value: object) -> bool:
+    return (
+        isinstance(value, str)
+        and bool(value)
+        and value[0].isalpha()
+        and all(ch.isascii() and (ch.islower() or ch.isdigit() or ch == "_") for ch in value)
+    )
+
+
+def _landing_fields(f: _Fields, s_obj: dict[str, Any], where: str) -> None:
+    """The Partner Center fields landing rules match, as documented on the subscription
+    resource: isTrial, parentSubscriptionId, billingCycle, termDuration, productType."""
+    if "isTrial" in s_obj:
+        f.boolean(s_obj, "isTrial", where)
+    if s_obj.get("parentSubscriptionId") is not None:
+        f.guid(s_obj, "parentSubscriptionId", where)
+    for key in ("billingCycle", "termDuration"):
+        if s_obj.get(key) is not None:  # null: none (an Azure plan has no term)
+            f.text(s_obj, key, where)
+    if "productType" in s_obj:
+        product_type = f.obj(s_obj["productType"], f"{where}.productType")
+        f.text(product_type, "id", f"{where}.productType")
+        f.text(product_type, "displayName", f"{where}.productType")
+
+
+def _parse_landing_rules(f: _Fields, raw: object) -> dict[str, Any] | None:
+    """The scenario's `landingRules`, checked as WORK365_LANDING_RULES_FILE would be."""
+    if raw is None:
+        return None
+    try:
+        parse_landing_rules(raw)
+    except LandingRulesError as exc:
+        raise f.fail("landingRules", str(exc)) from None
+    assert isinstance(raw, dict)
+    return raw
 
 
 def _parse_schema(f: _Fields, raw: object) -> Schema | None:

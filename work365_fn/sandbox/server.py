@@ -12,6 +12,7 @@ are enforced, then against the fault rules, and finally handled by the emulator.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import socket
 import ssl
@@ -24,8 +25,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol, runtime_checkable
 from urllib.parse import unquote, urlsplit
 
+from work365_fn.errors import ConfigError
+
 from .core import Emulator, Headers, Request, Response
 from .faults import FaultSet, Limiter, Slot, respond, service_error, truncate
+from .identity import IdentityEmulator
 from .token import TokenEmulator
 
 log = logging.getLogger(__name__)
@@ -33,7 +37,30 @@ log = logging.getLogger(__name__)
 DATAVERSE_PREFIX = "/api/data/v9.2"
 PARTNER_CENTER_PREFIX = "/v1/"
 SERVICES = ("token", "partnerCenter", "dataverse")
+# Counted from its first request on (absent from `counts()` before): the managed-identity endpoint.
+LATER_SERVICES = ("identity",)
 MAX_BODY = 64 * 1024 * 1024
+MAX_PORT = 65535
+
+
+class PortError(ConfigError):
+    """The sandbox cannot listen on the port asked for: busy, out of range, not allowed."""
+
+
+def _listen(host: str, port: int, app: SandboxServer) -> _Server:
+    """The listening server, or a PortError saying what to do instead of bind()'s OSError or
+    OverflowError."""
+    if not 0 <= port <= MAX_PORT:
+        raise PortError(f"port must be 1-{MAX_PORT} (or 0 for any free port), not {port}")
+    try:
+        return _Server((host, port), app)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise PortError(
+                f"port {port} is in use: stop what listens there, or pick another --port "
+                "(0: any free port)"
+            ) from None
+        raise PortError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
 
 @runtime_checkable
@@ -49,6 +76,8 @@ def route(path: str) -> str | None:
         return "partnerCenter"
     if TokenEmulator.owns(path):
         return "token"
+    if IdentityEmulator.owns(path):  # /msi/token: the managed-identity endpoint (identity.py)
+        return "identity"
     return None
 
 
@@ -176,7 +205,7 @@ class SandboxServer:
         self.counts = Counts()
         self._sleep = sleep
         self._emulators: dict[str, Emulator] = {}
-        self._httpd = _Server((host, port), self)
+        self._httpd = _listen(host, port, self)
         self._thread: threading.Thread | None = None
 
     @property
@@ -188,9 +217,20 @@ class SandboxServer:
         return f"https://127.0.0.1:{self.port}"
 
     def mount(self, emulator: Emulator) -> None:
-        if emulator.service not in SERVICES:
+        if emulator.service not in SERVICES + LATER_SERVICES:
             raise ValueError(f"unknown sandbox service {emulator.service!r}")
         self._emulators[emulator.service] = emulator
+        if hasattr(emulator, "part_fault"):  # Dataverse: faults on operations inside $batch
+            setattr(emulator, "part_fault", lambda request: self._part_fault(emulator, request))  # noqa: B010
+
+    def _part_fault(self, emulator: Emulator, request: Request) -> Response | None:
+        """The answer a `batchPart` fault rule gives one operation inside a $batch (None: the
+        emulator answers it)."""
+        rule = self.faults.match(emulator.service, request, part=True)
+        if rule is None:
+            return None
+        log.debug("sandbox fault %s on batch part %s %s", rule.kind, request.method, request.path)
+        return respond(rule, emulator.service)
 
     def start(self) -> None:
         self._thread = threading.Thread(

@@ -2,7 +2,11 @@
 
 Enough of the real endpoint for MSAL: `GET /{tenant}/v2.0/.well-known/openid-configuration` and
 `POST /{tenant}/oauth2/v2.0/token` with `client_secret` (form or HTTP Basic) or a JWT
-`client_assertion`. Errors follow AAD's shape: `{"error", "error_description": "AADSTS...",
+`client_assertion`: the app's own (a certificate: iss = the client id) or, for a federated
+identity credential, a managed identity's token from the sandbox's identity endpoint
+(identity.py), checked as Entra does: issuer, signature, lifetime, subject, audience, matched
+case-sensitively (https://learn.microsoft.com/entra/workload-id/workload-identity-federation).
+Errors follow AAD's shape: `{"error", "error_description": "AADSTS...",
 "error_codes", "timestamp", "trace_id", "correlation_id"}`.
 """
 
@@ -17,10 +21,12 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import parse_qs, unquote
 
 from .core import Request, Response, TokenIssuer
+from .identity import jwt_claims, jwt_signed_by
 
 OPENID_PATH = re.compile(r"/([^/]+)/v2\.0/\.well-known/openid-configuration")
 TOKEN_PATH = re.compile(r"/([^/]+)/oauth2/v2\.0/token")
@@ -74,6 +80,19 @@ class SandboxTokenIssuer(TokenIssuer):
         return None
 
 
+@dataclass(frozen=True)
+class FederatedCredential:
+    """A federated identity credential on the sandbox's app registration: an assertion whose
+    `iss`, `sub` and `aud` match these exactly, signed with `key` (its issuer's), is taken in
+    place of a secret."""
+
+    issuer: str
+    subject: str
+    audience: str
+    key: bytes
+    clock: Callable[[], float] = time.time
+
+
 class TokenEmulator:
     service = "token"
 
@@ -92,6 +111,11 @@ class TokenEmulator:
         self._client_secret = client_secret
         self.issuer = issuer
         self.resources = {r.rstrip("/").lower(): r.rstrip("/") for r in resources}
+        self._federated: list[FederatedCredential] = []
+
+    def trust(self, credential: FederatedCredential) -> None:
+        """Add a federated identity credential to the app registration."""
+        self._federated.append(credential)
 
     @staticmethod
     def owns(path: str) -> bool:
@@ -232,6 +256,9 @@ class TokenEmulator:
                 return _aad_error(
                     400, "invalid_request", 50027, "JWT token is invalid or is malformed."
                 )
+            refused = self._federated_refusal(assertion)
+            if refused is not None:
+                return refused
         else:
             return _aad_error(
                 401,
@@ -273,6 +300,57 @@ class TokenEmulator:
             },
             {"Cache-Control": "no-store, no-cache", "Pragma": "no-cache"},
         )
+
+    def _federated_refusal(self, assertion: str) -> Response | None:
+        """Why an assertion is refused, or None. One whose `iss` is the client id (or whose
+        claims cannot be read) is taken as the app's own, signed with its certificate, which the
+        sandbox does not verify; any other must match a federated identity credential."""
+        claims = jwt_claims(assertion)
+        issuer = claims.get("iss") if claims is not None else None
+        if claims is None or str(issuer).lower() == self.client_id:
+            return None
+        check = "Check your federated identity credential Subject, Audience and Issuer against the "
+        candidates = [f for f in self._federated if f.issuer == issuer]
+        if not candidates:
+            return _aad_error(
+                401,
+                "invalid_client",
+                700211,
+                f"No matching federated identity record found for presented assertion issuer "
+                f"'{issuer}'. {check}presented assertion.",
+            )
+        if not any(jwt_signed_by(assertion, f.key) for f in candidates):
+            return _aad_error(
+                401, "invalid_client", 50013, "Assertion failed signature validation."
+            )
+        now = candidates[0].clock()
+        if not float(claims.get("nbf", 0)) <= now < float(claims.get("exp", 0)):
+            return _aad_error(
+                401,
+                "invalid_client",
+                700024,
+                "Client assertion is not within its valid time range.",
+            )
+        candidates = [f for f in candidates if f.subject == claims.get("sub")]
+        if not candidates:
+            return _aad_error(
+                401,
+                "invalid_client",
+                700213,
+                f"No matching federated identity record found for presented assertion subject "
+                f"'{claims.get('sub')}'. {check}presented assertion.",
+            )
+        audiences = claims.get("aud")
+        presented = audiences if isinstance(audiences, list) else [audiences]
+        if not any(f.audience in presented for f in candidates):
+            return _aad_error(
+                401,
+                "invalid_client",
+                700212,
+                f"No matching federated identity record found for presented assertion audience "
+                f"'{audiences}'. {check}presented assertion.",
+            )
+        return None
 
 
 def _basic_credentials(header: str | None) -> tuple[str | None, str | None]:

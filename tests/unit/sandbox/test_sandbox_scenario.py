@@ -6,6 +6,7 @@ import copy
 import json
 import re
 from collections import Counter
+from dataclasses import replace
 from datetime import datetime
 from importlib import resources
 from typing import Any
@@ -14,6 +15,7 @@ import pytest
 
 from work365_fn.adapters.partner_center import parse_subscription
 from work365_fn.rules import ON_A_CONTRACT, Reason, World, plan
+from work365_fn.rules.landing import parse_landing_rules
 from work365_fn.rules.model import (
     AssociationSetting,
     BillingContract,
@@ -84,9 +86,16 @@ def world_of(scenario: Scenario) -> World:
             for p in scenario.provider_accounts
         ],
         contracts=[
-            BillingContract(c.id, c.account_id, is_default=c.is_default, active=c.active)
+            BillingContract(
+                c.id,
+                c.account_id,
+                is_default=c.is_default,
+                active=c.active,
+                columns=tuple(c.columns.items()),
+            )
             for c in scenario.billing_contracts
         ],
+        landing=parse_landing_rules(scenario.landing_rules) if scenario.landing_rules else None,
     )
 
 
@@ -148,10 +157,31 @@ def test_demo_loads_from_the_package() -> None:
     assert any(s.raw.get("billingType") == "usage" for c in demo.customers for s in c.subscriptions)
 
 
-def test_demo_yields_every_reason_but_setting_off_and_error() -> None:
+# The reasons only a rules file gives (the demo has none; the landing-rules scenario has).
+LANDING_ONLY = {
+    Reason.LANDING_RULE,
+    Reason.NO_LANDING_CONTRACT,
+    Reason.MULTIPLE_LANDING_CONTRACTS,
+    Reason.EXCLUDED_BY_RULE,
+}
+
+
+def test_demo_yields_every_reason_but_setting_off_error_and_the_landing_ones() -> None:
     reasons = Counter(reason for reason, _ in expected_reasons(Scenario.builtin("demo")).values())
-    assert set(reasons) == {r.value for r in Reason} - {Reason.SETTING_OFF, Reason.ERROR}
+    assert set(reasons) == {r.value for r in Reason} - {Reason.SETTING_OFF, Reason.ERROR} - (
+        LANDING_ONLY
+    )
     assert reasons[Reason.DEFAULT_CONTRACT] >= 3
+
+
+def test_the_landing_rules_scenario_yields_each_landing_reason_as_described() -> None:
+    scenario = Scenario.builtin("landing-rules")
+    expected = expected_reasons(scenario)
+    assert described_table("landing-rules") == expected
+    assert {reason for reason, _ in expected.values()} >= {r.value for r in LANDING_ONLY}
+    assert scenario.landing_rules is not None
+    without_rules = expected_reasons(replace(scenario, landing_rules=None))
+    assert all(reason not in LANDING_ONLY for reason, _ in without_rules.values())
 
 
 def test_demo_shows_no_default_contract_both_without_defaults_and_with_an_inactive_one() -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
@@ -16,6 +17,7 @@ from work365_fn.composition import Services
 from work365_fn.operations.backfill import BackfillPlan, BackfillRequest, run_backfill
 from work365_fn.operations.diagnose import DiagnoseRequest, run_diagnose
 from work365_fn.operations.report import LISTS, run_report, to_csv
+from work365_fn.operations.report_page import PageData, new_nonce, render_page
 from work365_fn.operations.sync import scoped_ids
 
 EXIT_OK, EXIT_FAILURES = 0, 1
@@ -42,6 +44,9 @@ def add_parsers(sub: Any, sandbox_options: SandboxOptions) -> None:
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="print the report as JSON")
     fmt.add_argument("--csv", metavar="FILE", help="write one CSV row per problem ('-': stdout)")
+    fmt.add_argument(
+        "--html", metavar="FILE", help="write the report page, one self-contained HTML file"
+    )
     sandbox_options(p)
 
     p = sub.add_parser(
@@ -110,6 +115,10 @@ def print_diagnosis(result: dict[str, Any], out: TextIO) -> None:
             )
             if sub["message"]:
                 print(f"    {sub['message']}", file=out)
+            for rule in sub.get("landingRules") or []:  # with WORK365_LANDING_RULES_FILE
+                verdict = "DECIDED" if rule["decided"] else "passed "
+                line = f"rule {rule['rule']} {verdict} '{rule['name']}': {rule['why']}"
+                print(f"    {line}", file=out)
             if sub["fix"]:
                 print(f"    fix: {sub['fix']}", file=out)
     print_problems(result, out)
@@ -126,6 +135,7 @@ _TITLES = {
     "unmappedProviderAccounts": "Provider Accounts not mapped to an Account",
     "customersWithoutProviderAccount": "Partner Center customers with no Provider Account",
     "customersWithSeveralAccounts": "Customers whose Provider Accounts map to different Accounts",
+    "accountsLandingRulesCannotServe": "Accounts a landing rule finds no or several contracts of",
 }
 
 
@@ -133,6 +143,8 @@ def _report(services: Services, args: argparse.Namespace, out: TextIO) -> int:
     report = run_report(services.reader_deps())
     if args.json:
         _dump(report, out)
+    elif args.html:
+        _write_page(services, report, args.html, out)
     elif args.csv:
         text = to_csv(report)
         if args.csv == "-":
@@ -147,6 +159,20 @@ def _report(services: Services, args: argparse.Namespace, out: TextIO) -> int:
     else:
         print_report(report, out)
     return EXIT_OK if report["status"] == "succeeded" else EXIT_FAILURES
+
+
+def _write_page(services: Services, report: dict[str, Any], path: str, out: TextIO) -> None:
+    """`report --html FILE`: the page of docs/report-page.md (its CSP in a <meta>: no server)."""
+    page = render_page(PageData(report, services.recent_runs()), new_nonce())
+    if path == "-":
+        out.write(page)
+        return
+    Path(path).write_text(page, encoding="utf-8")
+    print(
+        f"report page written to {path} (run {report['runId']}, status {report['status']}, "
+        f"{report['counts']['unassignedSubscriptions']} unassigned subscriptions listed)",
+        file=out,
+    )
 
 
 def _row(item: dict[str, Any]) -> str:
@@ -211,7 +237,7 @@ def _backfill(services: Services, args: argparse.Namespace, out: TextIO) -> int:
     if args.json:
         _dump(result, out)
     else:
-        print_backfill(result, out)
+        print_backfill(result, out, again=same_data_options(args))
     return EXIT_OK if result["status"] == "succeeded" else EXIT_FAILURES
 
 
@@ -237,7 +263,22 @@ def print_plan(bf: BackfillPlan, out: TextIO) -> None:
         _table(rows, out)
 
 
-def print_backfill(result: dict[str, Any], out: TextIO) -> None:
+def same_data_options(args: argparse.Namespace) -> str | None:
+    """The options that point a later command at the same data, quoted for a shell
+    (` --sandbox --state FILE`, ` --settings FILE`); None for a throwaway sandbox (no --state):
+    its data is gone when the command ends. --scenario is never repeated: the state holds it."""
+    options = []
+    if getattr(args, "sandbox", False):
+        if not args.state:
+            return None
+        options += ["--sandbox", "--state", args.state]
+    if getattr(args, "settings", None):
+        options += ["--settings", args.settings]
+    return "".join(f" {shlex.quote(o)}" for o in options)
+
+
+def print_backfill(result: dict[str, Any], out: TextIO, *, again: str | None = "") -> None:
+    """`again`: `same_data_options`, repeated in the undo command it prints."""
     counts = result["counts"]
     if result["kind"] == "undo":
         print(
@@ -267,7 +308,9 @@ def print_backfill(result: dict[str, Any], out: TextIO) -> None:
             )
         if counts.get("assigned"):
             print(
-                f"to undo: python -m work365_fn backfill --undo {result['runId']} --apply",
+                f"to undo: python -m work365_fn backfill --undo {result['runId']} --apply{again}"
+                if again is not None
+                else "to undo later, run with --state FILE: this sandbox's data is gone now",
                 file=out,
             )
     print("counts:  " + "  ".join(f"{k} {v}" for k, v in counts.items()), file=out)

@@ -100,4 +100,5 @@ def sync_timer(timer: Any, services: ServicesFactory) -> None:
         log.error("sync not run: configuration error: %s", exc)
         raise
     log_summary(summary, log)
-    notify_run(summary, built.settings, sleep=built.sleep)  # never raises
+    link = built.report_page_link(summary.run_id)  # the card's "Open the report", signed
+    notify_run(summary, built.settings, sleep=built.sleep, report_url=link)  # never raises

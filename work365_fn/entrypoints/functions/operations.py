@@ -12,6 +12,7 @@ from typing import Any
 import azure.functions as func
 
 from work365_fn.entrypoints import http_input as validation
+from work365_fn.entrypoints.functions.pages import page_response
 from work365_fn.entrypoints.functions.responses import (
     ServicesFactory,
     error_response,
@@ -23,6 +24,7 @@ from work365_fn.errors import ConfigError, Work365Error
 from work365_fn.operations.backfill import BackfillRequest, JournalNotFoundError, run_backfill
 from work365_fn.operations.diagnose import DiagnoseRequest, run_diagnose
 from work365_fn.operations.report import run_report
+from work365_fn.operations.report_page import PageData
 
 log = logging.getLogger(__name__)
 
@@ -76,12 +78,18 @@ def diagnose_http(req: func.HttpRequest, services: ServicesFactory) -> func.Http
     return _answer(run_id, result, "diagnose")
 
 
+REPORT_FORMATS = ("json", "html")
+
+
 def report_http(req: func.HttpRequest, services: ServicesFactory) -> func.HttpResponse:
-    """GET /api/report[?async=true]."""
+    """GET /api/report[?async=true][?format=json|html] (html: the report page, at once)."""
     run_id = str(uuid.uuid4())
     try:
-        params = validation.query(req, ("async",))
+        params = validation.query(req, ("async", "format"))
         run_async = validation.query_boolean(params, "async")
+        page = _report_format(params) == "html"
+        if page and run_async:
+            raise BadRequest("format", "'format=html' is answered at once: leave out 'async'")
     except BadRequest as exc:
         return _invalid(exc, run_id)
     try:
@@ -91,10 +99,20 @@ def report_http(req: func.HttpRequest, services: ServicesFactory) -> func.HttpRe
         result = run_report(
             built.reader_deps(), run_id, budget_seconds=built.settings.http_budget_seconds
         )
+        runs = built.recent_runs() if page else None
     except ConfigError as exc:
         log.error("[run %s] configuration error: %s", run_id, exc)
         return error_response(500, "configuration", str(exc), run_id)
+    if page:
+        return page_response(PageData(result, runs), run_id)
     return _answer(run_id, result, "report")
+
+
+def _report_format(params: dict[str, str]) -> str:
+    value = (params.get("format") or "json").lower()
+    if value not in REPORT_FORMATS:
+        raise BadRequest("format", "'format' must be json or html")
+    return value
 
 
 def backfill_http(req: func.HttpRequest, services: ServicesFactory) -> func.HttpResponse:

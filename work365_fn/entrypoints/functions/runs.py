@@ -13,20 +13,31 @@ from __future__ import annotations
 
 import logging
 import uuid
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
 import azure.functions as func
 
+from work365_fn.entrypoints import http_input
 from work365_fn.entrypoints.functions.responses import (
     ServicesFactory,
     error_response,
     json_response,
 )
-from work365_fn.errors import ApiError, ConfigError
+from work365_fn.errors import ApiError, ConfigError, Work365Error
 from work365_fn.operations.fanout import BATCH_PREFIX, live_fanout
+from work365_fn.operations.inputs import BadRequest
 from work365_fn.operations.jobs import fail_poisoned, run_job
 from work365_fn.operations.run_documents import DONE, JobMessage, RunStates
+from work365_fn.operations.undo import SYNC_LIMIT as UNDO_SYNC_LIMIT
+from work365_fn.operations.undo import (
+    JournalNotFoundError,
+    UndoRefusedError,
+    UndoRequest,
+    entries_to_undo,
+    run_undo,
+)
 from work365_fn.rules.model import is_guid
 from work365_fn.signing import LinkCheck, LinkSigner, Verdict
 
@@ -210,6 +221,48 @@ def conflict_response(run_id: str, holder: str | None) -> func.HttpResponse:
         {"error": "conflict", "message": "sync already running", "runId": holder},
         {"x-ms-correlation-id": run_id},
     )
+
+
+def undo_http(req: func.HttpRequest, services: ServicesFactory) -> func.HttpResponse:
+    """POST /api/runs/{runId}/undo {"apply": false, "customerIds": [...], "async": false}: clear
+    the lookups that run set (a dry run unless `apply`). A run of more than SYNC_LIMIT journal
+    entries (or `async`) answers 202 and runs off the request (docs/undo.md)."""
+    run_id = str(uuid.uuid4())
+    raw = (req.route_params or {}).get("runId", "")
+    try:
+        if not is_guid(raw):
+            raise BadRequest("runId", "'runId' must be a GUID")
+        body = http_input.json_body(req, (*UndoRequest.FIELDS, "async"))
+        run_async = http_input.boolean(body, "async")
+        body.pop("async", None)
+        request = UndoRequest.from_payload(raw, body)
+    except BadRequest as exc:
+        return error_response(exc.status, "invalid-request", str(exc), run_id, field=exc.field)
+    try:
+        built = services()
+        deps = built.undo_deps()
+        entries = entries_to_undo(deps.run_store, request.undo_of)  # 404 / 409 before queueing
+        if run_async or entries > UNDO_SYNC_LIMIT:
+            return start_async("undo", request.payload(), built, run_id=run_id, request=req)
+        request = replace(request, budget_seconds=built.settings.http_budget_seconds)
+        result = run_undo(deps, request, run_id)
+    except JournalNotFoundError as exc:
+        return error_response(404, "not-found", str(exc), run_id)
+    except UndoRefusedError as exc:
+        return error_response(409, "conflict", str(exc), run_id)
+    except ConfigError as exc:
+        log.error("[run %s] configuration error: %s", run_id, exc)
+        return error_response(500, "configuration", str(exc), run_id)
+    except Work365Error as exc:  # the app's storage (the journals)
+        log.error("[run %s] undo failed: %s", run_id, exc)
+        return error_response(502, "upstream", str(exc), run_id)
+    headers = {"x-ms-correlation-id": run_id}
+    if result["status"] == "failed":
+        first = (result.get("errors") or [{}])[0]
+        message = f"undo: {first.get('service', 'upstream')} failed: {first.get('message', '')}"
+        body = {"error": "upstream", "message": message, "runId": run_id, "result": result}
+        return json_response(502, body, headers)
+    return json_response(200, result, headers)
 
 
 def run_job_message(msg: func.QueueMessage, services: ServicesFactory) -> None:
