@@ -62,6 +62,10 @@ class Credential:
     client_id: str
     secret: str | None = field(default=None, repr=False)
     cert_path: str | None = None
+    # The PEM itself (<prefix>_CERT_PEM), for hosts with no file to point at: Flex Consumption
+    # has no certificate store and read-only app content, so it comes through a Key Vault
+    # reference. Holds the private key: never shown.
+    cert_pem: str | None = field(default=None, repr=False)
     cert_thumbprint: str | None = None
     federated: bool = False
     # The secret's end date (<prefix>_CLIENT_SECRET_EXPIRES), when given: warned from 30 days
@@ -71,7 +75,8 @@ class Credential:
     source: str = field(default="WORK365", compare=False)
 
     def __repr__(self) -> str:  # never show the secret, even by accident
-        kind = "federated" if self.federated else "certificate" if self.cert_path else "secret"
+        certificate = self.cert_path or self.cert_pem
+        kind = "federated" if self.federated else "certificate" if certificate else "secret"
         return f"Credential(tenant_id={self.tenant_id!r}, client_id={self.client_id!r}, {kind})"
 
 
@@ -408,11 +413,24 @@ class _Reader:
     def credential(self, prefix: str, tenant: str, client: str) -> Credential:
         secret = self.optional(f"{prefix}_CLIENT_SECRET")
         cert_path = self.optional(f"{prefix}_CERT_PATH")
+        cert_pem = self.certificate_pem(f"{prefix}_CERT_PEM")
+        if cert_path and cert_pem:
+            raise InvalidSettingError(
+                f"{prefix}_CERT_PEM", f"one certificate: {prefix}_CERT_PATH is set too"
+            )
         thumbprint = self.optional(f"{prefix}_CERT_THUMBPRINT")
-        if cert_path or thumbprint:
-            if not (cert_path and thumbprint):
-                missing = f"{prefix}_CERT_PATH" if not cert_path else f"{prefix}_CERT_THUMBPRINT"
-                self.lack(missing, "both the certificate PEM path and its SHA-1 thumbprint")
+        if cert_path or cert_pem or thumbprint:
+            if not ((cert_path or cert_pem) and thumbprint):
+                missing = (
+                    f"{prefix}_CERT_PATH"
+                    if not (cert_path or cert_pem)
+                    else f"{prefix}_CERT_THUMBPRINT"
+                )
+                self.lack(
+                    missing,
+                    f"both the certificate ({prefix}_CERT_PATH, or the PEM in {prefix}_CERT_PEM) "
+                    "and its SHA-1 thumbprint",
+                )
                 return Credential(tenant, client)
             clean = thumbprint.replace(":", "")
             if len(clean) != 40 or any(c not in "0123456789abcdefABCDEF" for c in clean):
@@ -423,6 +441,7 @@ class _Reader:
                 tenant,
                 client,
                 cert_path=cert_path,
+                cert_pem=cert_pem,
                 cert_thumbprint=clean.upper(),
                 source=prefix,
             )
@@ -434,6 +453,18 @@ class _Reader:
             )
         expires = self.end_date(f"{prefix}_CLIENT_SECRET_EXPIRES")
         return Credential(tenant, client, secret=secret, secret_expires=expires, source=prefix)
+
+    def certificate_pem(self, key: str) -> str | None:
+        """A PEM given as a setting's value: a private key is required (MSAL signs with it).
+        A PEM pasted on one line (a portal field, a secret set from a shell) may carry its
+        newlines as the two characters "\\n": they are turned back into newlines."""
+        value = self.optional(key)
+        if value is None:
+            return None
+        pem = value.replace("\\n", "\n")
+        if "PRIVATE KEY-----" not in pem:
+            raise InvalidSettingError(key, "a PEM holding the private key (and the certificate)")
+        return pem
 
     def end_date(self, key: str) -> datetime | None:
         """A credential's end date: an ISO date (2026-12-31, taken as that day's first moment

@@ -225,8 +225,9 @@ def test_an_unknown_tenant_is_an_auth_error_naming_the_settings(
     assert SECRET not in str(caught.value)
 
 
+@pytest.mark.parametrize("given", ["file", "setting"])
 def test_a_certificate_credential_posts_a_signed_assertion_not_a_secret(
-    rsps: responses.RequestsMock, tmp_path: Path
+    rsps: responses.RequestsMock, tmp_path: Path, given: str
 ) -> None:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     pem = tmp_path / "app.pem"
@@ -243,7 +244,9 @@ def test_a_certificate_credential_posts_a_signed_assertion_not_a_secret(
     rsps.get(DISCOVERY, json=OPENID_CONFIGURATION)
     rsps.post(TOKEN_URL, json=token_answer("eyJ0.cert"))
 
-    credential = Credential(TENANT, CLIENT, cert_path=str(pem), cert_thumbprint=thumbprint)
+    # A file (WORK365_CERT_PATH) or the PEM itself (WORK365_CERT_PEM, Flex Consumption)
+    source = {"cert_path": str(pem)} if given == "file" else {"cert_pem": pem.read_text("utf-8")}
+    credential = Credential(TENANT, CLIENT, cert_thumbprint=thumbprint, **source)
     assert provider(credential).token() == "eyJ0.cert"
 
     form = parse_qs(str(rsps.calls[1].request.body))

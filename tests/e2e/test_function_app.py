@@ -127,7 +127,7 @@ def test_missing_settings_are_a_500_naming_the_key() -> None:
     status, payload = call(post('{"dryRun": true}'))
     assert status == 500
     assert payload["error"] == "configuration"
-    assert "WORK365_TENANT_ID is not set" in str(payload["message"])
+    assert "settings are not set: WORK365_TENANT_ID" in str(payload["message"])
 
 
 def test_a_malformed_setting_is_a_500_without_its_value(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -149,7 +149,7 @@ def test_timer_with_missing_settings_logs_and_fails_cleanly(
 
     with pytest.raises(MissingSettingError):
         function_app.sync_timer(_Timer())
-    assert any("WORK365_TENANT_ID is not set" in r.getMessage() for r in caplog.records)
+    assert any("settings are not set: WORK365_TENANT_ID" in r.getMessage() for r in caplog.records)
 
 
 class _Timer:

@@ -276,4 +276,6 @@ def test_the_generated_scenarios_reach_every_reason() -> None:
         for seed in [*SEEDS, *LANDING_SEEDS]
         for reason, _ in expected_reasons(parse_scenario(scenario_of(seed))).values()
     }
-    assert reached == {reason.value for reason in Reason}
+    # unresolved-customer comes only from deciding one record on its own (the records path,
+    # tests/integration/test_records_agree.py): a sync starts from Partner Center's customer.
+    assert reached == {reason.value for reason in Reason} - {Reason.UNRESOLVED_CUSTOMER}

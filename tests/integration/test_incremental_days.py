@@ -53,5 +53,11 @@ def test_activity_earlier_on_the_windows_first_day_does_not_list_its_customer(
 
     assert summary.mode == "incremental"
     assert {r["customerId"] for r in summary.to_json()["subscriptions"]} == {customers[1]}
-    assert box.counts()["partnerCenter"] == {"GET auditrecords": 1, "GET subscriptions": 1}
+    # the one customer listed is the one named: no full run kept the names, so one GET customer
+    assert box.counts()["partnerCenter"] == {
+        "GET auditrecords": 1,
+        "GET subscriptions": 1,
+        "GET customer": 1,
+    }
     assert {r["subscriptionId"] for r in summary.to_json()["subscriptions"]} == {gid("sub", 2)}
+    assert {r["customerName"] for r in summary.to_json()["subscriptions"]} == {"Customer 2"}

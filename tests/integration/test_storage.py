@@ -20,7 +20,7 @@ from work365_fn.adapters.storage import (
     LeaseTakenError,
     RunStore,
 )
-from work365_fn.errors import ApiError
+from work365_fn.errors import ApiError, ConfigError
 
 RUN = "5d0c7a59-7f11-4b0e-9d59-6d0f3e7c2a10"
 OTHER = "0b8e2b55-2c1f-4c3e-8a3e-3f7d6c1b9e22"
@@ -97,6 +97,18 @@ def test_run_ids_and_names_are_checked_before_they_become_blob_names(store: RunS
         store.put("../x", "state", {})
     with pytest.raises(ValueError, match="document name"):
         store.get(RUN, "a/b")
+
+
+def test_a_file_store_that_cannot_be_read_is_a_config_error_naming_the_setting(
+    tmp_path: Path,
+) -> None:
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where the run store's folder should be")
+    store = FileRunStore(blocked)
+
+    with pytest.raises(ConfigError, match=r"cannot read run state under .*WORK365_STATE_DIR"):
+        store.get(RUN, "state")
+    assert FileRunStore(tmp_path).get(RUN, "state") is None  # absent is not an error
 
 
 def test_blob_documents_are_json_blobs_under_runs(storage: StorageNames) -> None:

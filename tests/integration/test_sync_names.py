@@ -1,6 +1,8 @@
 """Names and fixes in the sync's outputs, over the sandbox (issue 13, section 1): the summary JSON
-(CLI, HTTP answer), the Teams card, the log lines, the human table; and what reading the Account
-names costs (one scoped query, a warning when it fails)."""
+(CLI, HTTP answer), the Teams card, the log lines, the human table; and what reading the names
+costs: the Account names come with the Dataverse reads (the lookups' formatted values), one
+fallback query only for an Account no read named; a scoped run's customer names come from the
+map a full run kept, else one Partner Center call each; a name not read is a warning."""
 
 from __future__ import annotations
 
@@ -65,53 +67,107 @@ def test_every_row_an_admin_acts_on_has_a_fix_naming_the_records(dry_run: Json) 
     assert unchanged and all("backfill" in r["fix"] for r in unchanged)
 
 
-def test_the_account_names_cost_one_query_of_the_id_and_name_columns(demo_box: Sandbox) -> None:
+def test_names_the_reads_carry_cost_no_account_query(demo_box: Sandbox) -> None:
     demo_box.reset_counts()
-    # A fault that fires only on the expected query shape proves it: `In` on the id, $select of
-    # the id and the primary name column only. The retry then reads the names.
-    demo_box.faults.clear()
-    demo_box.faults.add(
-        {"service": "dataverse", "kind": "503", "times": 1,
-         "path": r"/accounts\?\$select=accountid,name&\$filter=Microsoft\.Dynamics\.CRM\.In\("}
-    )  # fmt: skip
     data = sync(demo_box, dry_run=True).to_json()
-    assert demo_box.faults.fired() == [1]
-    demo_box.faults.clear()
-    assert demo_box.counts()["dataverse"]["GET accounts"] == 2  # the query and its retry
-    assert {r["accountName"] for r in data["subscriptions"] if r["accountId"]} >= {"Coho Winery"}
+    # every Account is named by the lookups' formatted values: no fallback query
+    assert "GET accounts" not in demo_box.counts()["dataverse"]
+    named = {r["accountId"]: r["accountName"] for r in data["subscriptions"] if r["accountId"]}
+    assert named and all(named.values())
+    assert "Coho Winery" in named.values()
 
 
-def test_a_scoped_run_names_accounts_but_lists_no_customer_to_name_them(
+def with_an_unnamed_account(world: ScenarioBuilder) -> tuple[str, str]:
+    """Customer 1's Account is named 'Contoso Ltd'; customer 2's Account has no name, so no
+    read's lookup carries a formatted value for it. (their new subscriptions: 1, 2)"""
+    customer = world.customer(1, account_id=world.account(1, name="Contoso Ltd"))
+    named = world.new_subscription(1, customer)
+    world.raw["accounts"].append({"id": gid("acc", 2), "name": ""})
+    world.contract(20, gid("acc", 2), default=True)
+    unnamed = world.new_subscription(2, world.customer(2, account_id=gid("acc", 2)))
+    return named, unnamed
+
+
+def test_an_account_no_read_named_costs_one_query_of_its_id_and_name_columns(
+    world: ScenarioBuilder, start: Any
+) -> None:
+    named, unnamed = with_an_unnamed_account(world)
+    box = start(world.scenario())
+    # A fault that fires only on the expected query shape proves it: `In` on the unnamed
+    # Account's id alone (not the Account the reads named), $select of the id and the primary
+    # name column only. The retry then reads it.
+    box.faults.add(
+        {"service": "dataverse", "kind": "503", "times": 1,
+         "path": r"/accounts\?\$select=accountid,name&\$filter=Microsoft\.Dynamics\.CRM\.In\("
+                 rf"PropertyName='accountid',PropertyValues=\[\"{gid('acc', 2)}\"\]\)$"}
+    )  # fmt: skip
+    data = sync(box, dry_run=True).to_json()
+    assert box.faults.fired() == [1]
+    assert box.counts()["dataverse"]["GET accounts"] == 2  # the query and its retry
+    rows = {r["subscriptionId"]: r for r in data["subscriptions"]}
+    assert (rows[named]["accountId"], rows[named]["accountName"]) == (gid("acc", 1), "Contoso Ltd")
+    assert (rows[unnamed]["accountId"], rows[unnamed]["accountName"]) == (gid("acc", 2), None)
+    assert data["warnings"] == []
+
+
+def test_a_scoped_run_names_its_customer_with_one_partner_center_call(
     demo_box: Sandbox,
 ) -> None:
     demo_box.reset_counts()
     data = sync(demo_box, dry_run=True, customers=(demo.CONTOSO,)).to_json()
-    assert {r["customerName"] for r in data["subscriptions"]} == {None}
+    # no full run kept the customer names in the app storage (the demo's runs are dry runs)
+    assert {r["customerName"] for r in data["subscriptions"]} == {"Contoso Ltd"}
     assert {r["accountName"] for r in data["subscriptions"]} == {"Contoso Ltd"}
-    assert demo_box.counts()["partnerCenter"] == {"GET subscriptions": 1}
-    assert demo_box.counts()["dataverse"]["GET accounts"] == 1
+    assert demo_box.counts()["partnerCenter"] == {"GET subscriptions": 1, "GET customer": 1}
+    assert "GET accounts" not in demo_box.counts()["dataverse"]
+    assert data["warnings"] == []
 
 
-def test_account_names_that_cannot_be_read_leave_ids_and_a_warning_not_a_failed_run(
+def test_a_customer_name_that_cannot_be_read_leaves_the_id_and_a_warning(
     world: ScenarioBuilder, start: Any
 ) -> None:
     customer = world.customer(1, account_id=world.account(1, name="Contoso Ltd"))
     sub = world.new_subscription(1, customer)
     box = start(world.scenario())
+    box.faults.add(
+        {"service": "partnerCenter", "path": f"/customers/{customer}$", "kind": "503", "every": 1}
+    )
+    data = sync(box, customers=(customer,), WORK365_MAX_ATTEMPTS="2").to_json()
+    assert data["status"] == "succeeded"
+    [row] = data["subscriptions"]
+    assert (row["subscriptionId"], row["reason"], row["customerId"], row["customerName"]) == (
+        sub,
+        "default-contract",
+        customer,
+        None,
+    )
+    assert row["accountName"] == "Contoso Ltd"
+    [warning] = data["warnings"]
+    assert warning.startswith("the names of 1 customer(s) could not be read from Partner Center")
+    assert box.counts()["partnerCenter"]["GET customer"] == 2  # the call and its retry
+    assert box.counts()["dataverse"]["POST $batch"] == 1  # the write was made all the same
+
+
+def test_account_names_that_cannot_be_read_leave_ids_and_a_warning_not_a_failed_run(
+    world: ScenarioBuilder, start: Any
+) -> None:
+    named, unnamed = with_an_unnamed_account(world)
+    box = start(world.scenario())
     box.faults.add({"service": "dataverse", "path": "/accounts$", "kind": "503", "every": 1})
     summary = sync(box, WORK365_MAX_ATTEMPTS="2")
     data = summary.to_json()
     assert data["status"] == "succeeded"
-    [row] = data["subscriptions"]
-    assert (row["subscriptionId"], row["reason"], row["accountName"]) == (
-        sub,
-        "default-contract",
-        None,
-    )
-    assert row["accountId"] == gid("acc", 1)
+    rows = {r["subscriptionId"]: r for r in data["subscriptions"]}
+    assert {s: r["reason"] for s, r in rows.items()} == {
+        named: "default-contract",
+        unnamed: "default-contract",
+    }
+    assert rows[unnamed]["accountId"] == gid("acc", 2) and rows[unnamed]["accountName"] is None
+    assert rows[named]["accountName"] == "Contoso Ltd"  # the reads' names are kept
     [warning] = data["warnings"]
     assert warning.startswith("the Account names could not be read")
-    assert box.counts()["dataverse"]["POST $batch"] == 1  # the write was made all the same
+    assert box.counts()["dataverse"]["GET accounts"] == 2  # the fallback query, tried twice
+    assert box.counts()["dataverse"]["POST $batch"] == 1  # the writes were made all the same
 
 
 def test_the_teams_card_lists_names_and_fixes(dry_run: Json) -> None:

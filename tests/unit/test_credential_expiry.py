@@ -184,3 +184,47 @@ def test_a_pem_with_the_key_alone_leaves_the_expiry_unknown(tmp_path: Path) -> N
     assert known.expiries == ()
     [note] = known.unknown
     assert "WORK365_CERT_PATH" in note and "CERTIFICATE" in note
+
+
+def test_a_certificate_given_inline_in_a_setting_has_its_expiry_read_from_it(
+    tmp_path: Path,
+) -> None:
+    """Flex Consumption: no certificate store, read-only content; the PEM comes through a Key
+    Vault reference into WORK365_CERT_PEM (newlines kept, or pasted as literal \\n)."""
+    not_after = datetime(2026, 6, 5, 8, 0, tzinfo=UTC)
+    path, thumbprint = make_pem(tmp_path, not_after)
+    one_line = Path(path).read_text(encoding="utf-8").replace("\n", "\\n")
+    loaded = Settings.from_env(
+        {k: v for k, v in BASE.items() if k != "WORK365_CLIENT_SECRET"}
+        | {"WORK365_CERT_PEM": one_line, "WORK365_CERT_THUMBPRINT": thumbprint}
+    )
+    credential = loaded.dataverse_credential
+    assert credential is not None and credential.cert_path is None
+    assert credential.cert_pem == Path(path).read_text(encoding="utf-8")
+    assert "PRIVATE KEY" not in repr(credential)
+    [found] = credential_expiries(loaded).expiries
+    assert (found.setting, found.expires_at) == ("WORK365_CERT_PEM", not_after)
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ({"WORK365_CERT_PEM": "-----BEGIN CERTIFICATE-----\nMII\n"}, "private key"),
+        ({"WORK365_CERT_PEM": "<pem>", "WORK365_CERT_PATH": "/x.pem"}, "one certificate"),
+    ],
+)
+def test_an_inline_pem_without_a_key_or_beside_a_path_is_refused(
+    tmp_path: Path, extra: dict[str, str], expected: str
+) -> None:
+    path, thumbprint = make_pem(tmp_path, NOW)
+    pem = Path(path).read_text(encoding="utf-8")
+    values = {k: (pem if v == "<pem>" else v) for k, v in extra.items()}
+    with pytest.raises(InvalidSettingError) as caught:
+        Settings.from_env(
+            {k: v for k, v in BASE.items() if k != "WORK365_CLIENT_SECRET"}
+            | values
+            | {"WORK365_CERT_THUMBPRINT": thumbprint}
+        )
+    assert caught.value.key == "WORK365_CERT_PEM"
+    assert expected in str(caught.value)
+    assert "MII" not in str(caught.value)

@@ -113,6 +113,9 @@ class MsalApp:
                 )
             # https://learn.microsoft.com/entra/workload-id/workload-identity-federation-config-app-trust-managed-identity
             return {"client_assertion": self._assertion}
+        if c.cert_pem:
+            remember_secret(c.cert_pem)
+            return {"private_key": c.cert_pem, "thumbprint": c.cert_thumbprint}
         if c.cert_path:
             try:
                 private_key = Path(c.cert_path).read_text(encoding="utf-8")

@@ -53,7 +53,7 @@ def _expiry(credential: Credential) -> CredentialExpiry | str:
     """The credential's expiry, or the sentence that says why it is not known."""
     prefix = credential.source
     app = f"app {credential.client_id}"
-    if credential.cert_path:
+    if credential.cert_path or credential.cert_pem:
         return _certificate_expiry(credential, prefix, app)
     setting = f"{prefix}_CLIENT_SECRET_EXPIRES"
     if credential.secret_expires is None:
@@ -74,13 +74,16 @@ def _expiry(credential: Credential) -> CredentialExpiry | str:
 
 
 def _certificate_expiry(credential: Credential, prefix: str, app: str) -> CredentialExpiry | str:
-    setting = f"{prefix}_CERT_PATH"
-    assert credential.cert_path is not None
-    try:
-        with open(Path(credential.cert_path), "rb") as handle:
-            pem = handle.read(MAX_PEM_BYTES)
-    except OSError as exc:
-        return f"the certificate of {app} ({setting}) cannot be read: {exc.strerror or exc}"
+    if credential.cert_pem:
+        setting, pem = f"{prefix}_CERT_PEM", credential.cert_pem.encode("utf-8")
+    else:
+        setting = f"{prefix}_CERT_PATH"
+        assert credential.cert_path is not None
+        try:
+            with open(Path(credential.cert_path), "rb") as handle:
+                pem = handle.read(MAX_PEM_BYTES)
+        except OSError as exc:
+            return f"the certificate of {app} ({setting}) cannot be read: {exc.strerror or exc}"
     try:
         certificates = x509.load_pem_x509_certificates(pem) if b"CERTIFICATE-----" in pem else []
     except ValueError:
@@ -100,8 +103,8 @@ def _certificate_expiry(credential: Credential, prefix: str, app: str) -> Creden
         setting=setting,
         expires_at=certificate.not_valid_after_utc,
         fix=(
-            f"upload a new certificate to {app}, then point {setting} at its PEM (key and "
-            f"certificate) and set {prefix}_CERT_THUMBPRINT to its thumbprint"
+            f"upload a new certificate to {app}, then give its PEM (key and certificate) in "
+            f"{setting} and set {prefix}_CERT_THUMBPRINT to its thumbprint"
         ),
     )
 

@@ -112,6 +112,11 @@ class FileRunStore:
             raw = path.read_bytes()
         except FileNotFoundError:
             return None
+        except OSError as exc:  # e.g. a file where a folder should be: a store not readable
+            raise ConfigError(
+                f"cannot read run state under {self.root} ({exc.strerror or exc}): "
+                "check WORK365_STATE_DIR"
+            ) from None
         return read_document(raw, f"run document {path}")
 
     def names(self, run_id: str, prefix: str = "") -> list[str]:

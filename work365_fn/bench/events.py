@@ -181,9 +181,15 @@ class _Producer:
             raise RuntimeError(f"bench: creating record {i} failed ({answer.status})")
 
 
-def _poster(services: Any, events: _Events) -> Callable[[str, dict[str, str], bytes], int]:
+# The records function's handler (entrypoints/functions/records.records_http), passed in by the
+# CLI: only the entry side imports the entry points.
+Handler = Callable[[func.HttpRequest, Callable[[], Any]], func.HttpResponse]
+
+
+def _poster(
+    services: Any, events: _Events, records_http: Handler
+) -> Callable[[str, dict[str, str], bytes], int]:
     """The webhook's POST, handled as the Functions host would call the records function."""
-    from work365_fn.entrypoints.functions.records import records_http
 
     def post(url: str, headers: dict[str, str], body: bytes) -> int:
         request = func.HttpRequest(
@@ -220,7 +226,7 @@ def _contracts(box: Any) -> dict[str, str | None]:
     }
 
 
-def run_events(config: EventsConfig) -> dict[str, Any]:
+def run_events(config: EventsConfig, records_http: Handler) -> dict[str, Any]:
     """Start the sandbox, warm the worker with one event, then `config.events` at the rate."""
     from work365_fn.sandbox.faults import Limits
     from work365_fn.sandbox.scenario import parse_scenario
@@ -237,12 +243,14 @@ def run_events(config: EventsConfig) -> dict[str, Any]:
     level = quiet.level
     quiet.setLevel(logging.WARNING)
     try:
-        return _measure(config, tenant, scenario, limits)
+        return _measure(config, tenant, scenario, limits, records_http)
     finally:
         quiet.setLevel(level)
 
 
-def _measure(config: EventsConfig, tenant: Tenant, scenario: Any, limits: Any) -> dict[str, Any]:
+def _measure(
+    config: EventsConfig, tenant: Tenant, scenario: Any, limits: Any, records_http: Handler
+) -> dict[str, Any]:
     from work365_fn.adapters.schema import Schema
     from work365_fn.composition import Services
     from work365_fn.sandbox import Sandbox
@@ -255,7 +263,9 @@ def _measure(config: EventsConfig, tenant: Tenant, scenario: Any, limits: Any) -
         services = Services.build(Settings.from_env(overrides=box.env))
         events = _Events()
         delivery = box.use_webhooks(
-            WebhookDelivery(box.url, post=_poster(services, events), backoff=RETRY_BACKOFF)
+            WebhookDelivery(
+                box.url, post=_poster(services, events, records_http), backoff=RETRY_BACKOFF
+            )
         )
         table = Schema().subscription
         # As docs/events.md registers it: Create, and Update of the Account lookup only (the

@@ -423,6 +423,7 @@ def _bench(args: argparse.Namespace, out: TextIO) -> int:
 
 def _bench_events(args: argparse.Namespace, out: TextIO) -> int:
     from work365_fn.bench.events import EventsConfig, print_events_report, run_events
+    from work365_fn.entrypoints.functions.records import records_http
 
     config = EventsConfig(
         events=args.events,
@@ -432,7 +433,7 @@ def _bench_events(args: argparse.Namespace, out: TextIO) -> int:
         throttle=args.throttle,
         seed=args.seed,
     )
-    report = run_events(config)
+    report = run_events(config, records_http)
     if args.json:
         out.write(json.dumps(report, indent=2) + "\n")
     else:
