@@ -30,15 +30,28 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from work365_fn.adapters.dataverse_metadata import NotesUnavailableError, SubscriptionBindings
+from work365_fn.adapters.dataverse_metadata import SubscriptionBindings
 from work365_fn.adapters.dataverse_repository import Repository
 from work365_fn.adapters.partner_center import PartnerCenterClient
 from work365_fn.adapters.storage import RunStore
-from work365_fn.errors import ApiError, AuthError, NotFoundError, ThrottledError, error_json
+from work365_fn.errors import (
+    ApiError,
+    AuthError,
+    NotFoundError,
+    ThrottledError,
+    Work365Error,
+    error_json,
+)
 from work365_fn.logs import RunLog, run_context
+from work365_fn.operations.customer_names import load_customer_names
 from work365_fn.operations.inputs import BadRequest, boolean, guid, guid_list
 from work365_fn.operations.undo import WriteJournal, write_journaled
-from work365_fn.operations.writer import DEADLINE_MESSAGE, BatchWriter, WriteLimits
+from work365_fn.operations.writer import (
+    DEADLINE_MESSAGE,
+    BatchWriter,
+    WriteLimits,
+    refuse_without_notes,
+)
 from work365_fn.rules import Action, Decision, World, decide
 from work365_fn.rules.fixes import Namer
 from work365_fn.rules.landing import LandingRules
@@ -49,7 +62,8 @@ from work365_fn.rules.model import (
     ProviderAccount,
     SubscriptionRecord,
 )
-from work365_fn.rules.summary import RunSummary, counts_sentence, run_kind
+from work365_fn.rules.names import account_names_read, contract_names_read, unnamed
+from work365_fn.rules.summary import RunSummary, accounts_to_name, counts_sentence, run_kind
 
 log = logging.getLogger(__name__)
 
@@ -190,21 +204,9 @@ def run_records(
 
 def _run(deps: RecordsDeps, request: RecordsRequest, outcome: RecordsOutcome, rlog: RunLog) -> None:
     summary = outcome.summary
-    if deps.write_notes and not request.dry_run:
-        try:
-            deps.bindings()
-        except NotesUnavailableError as exc:
-            summary.fatal = True
-            summary.errors.append(
-                {
-                    "customerId": None,
-                    "service": "dataverse",
-                    "status": 0,
-                    "code": "notes-unavailable",
-                    "message": str(exc),
-                }
-            )
-            return
+    writes_notes = deps.write_notes and not request.dry_run
+    if writes_notes and refuse_without_notes(deps.bindings, summary) is not None:
+        return
     setting, warnings = deps.setting()
     summary.setting = setting
     summary.warnings.extend(warnings)
@@ -223,12 +225,38 @@ def _run(deps: RecordsDeps, request: RecordsRequest, outcome: RecordsOutcome, rl
     )
     decisions = [decide(world, sub) for sub in read.subscriptions]
     summary.decisions = _write(deps, request, world, decisions, summary, deadline)
-    summary.namer = Namer(
-        provider_accounts=world.provider_accounts,
-        contracts=world.contracts,
-        account_names={},
-        since=setting.since,
-    )
+    summary.namer = _names(deps, read, summary, rlog)
+
+
+def _names(deps: RecordsDeps, read: _Read, summary: RunSummary, rlog: RunLog) -> Namer:
+    """The names the answer shows, as the sync names them (operations/sync.py `_names`): the
+    Account and contract names the Dataverse reads carried (the lookups' formatted values,
+    rules/names.py), one `In` query only for an Account no read named, and the customers' names
+    from the map the last full run kept (operations/customer_names.py; one storage read, no
+    Partner Center call: an event costs at most one)."""
+    pas, contracts = list(read.provider_accounts.values()), list(read.contracts.values())
+    records = list(read.records.values())
+    names = account_names_read(pas, contracts, records)
+    missing = unnamed(accounts_to_name(summary.decisions, pas), names)
+    customers: dict[str, str] = {}
+    try:
+        if missing:
+            names.update(deps.repository.account_names(missing))
+    except (ApiError, AuthError) as exc:
+        summary.warnings.append(f"the Account names could not be read ({exc}): ids are shown")
+        rlog.warning("account names not read: %s", exc)
+    if any(d.subscription.customer_id for d in summary.decisions):
+        try:
+            customers = load_customer_names(deps.run_store)
+        except Work365Error as exc:
+            rlog.warning("the stored customer names could not be read: %s", exc)
+    return Namer(
+        provider_accounts=pas,
+        contracts=contracts,
+        account_names=names,
+        since=summary.setting.since if summary.setting else None,
+        customer_names=customers,
+    ).with_contract_names(contract_names_read(contracts, records))
 
 
 def _read_all(
@@ -242,7 +270,7 @@ def _read_all(
     pc = deps.partner_center(outcome.summary.run_id)
     for position, record_id in enumerate(record_ids):
         if deadline is not None and deps.monotonic() >= deadline:
-            _not_started(outcome, record_ids[position:], 503, "deadline")
+            _not_started(outcome, record_ids[position:], "dataverse", 503, "deadline")
             break
         try:
             _read_one(deps, pc, record_id, read)
@@ -258,17 +286,21 @@ def _read_all(
             outcome.retry_after = _retry_after(exc, outcome.retry_after)
             if item["status"] in RETRYABLE:  # the others would meet it too: stop asking
                 status = int(str(item["status"]))
-                _not_started(outcome, record_ids[position + 1 :], status, str(item["code"]))
+                service = str(item["service"])  # the service that failed, not always Dataverse
+                left = record_ids[position + 1 :]
+                _not_started(outcome, left, service, status, str(item["code"]))
                 break
     return read
 
 
-def _not_started(outcome: RecordsOutcome, ids: Sequence[str], status: int, code: str) -> None:
+def _not_started(
+    outcome: RecordsOutcome, ids: Sequence[str], service: str, status: int, code: str
+) -> None:
     for record_id in ids:
         outcome.summary.errors.append(
             {
                 "customerId": None,
-                "service": "dataverse",
+                "service": service,
                 "status": status,
                 "code": code,
                 "message": f"record {record_id}: {NOT_STARTED}",

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from work365_fn.adapters.dataverse_metadata import NotesUnavailableError, SubscriptionBindings
+from work365_fn.adapters.dataverse_metadata import SubscriptionBindings
 from work365_fn.adapters.dataverse_repository import Repository
 from work365_fn.adapters.partner_center import PartnerCenterClient
 from work365_fn.adapters.storage import RunStore
@@ -41,7 +41,12 @@ from work365_fn.operations.reader import (
     read_setting,
 )
 from work365_fn.operations.undo import WriteJournal, write_journaled
-from work365_fn.operations.writer import MAX_WRITE_ATTEMPTS, BatchWriter, WriteLimits
+from work365_fn.operations.writer import (
+    MAX_WRITE_ATTEMPTS,
+    BatchWriter,
+    WriteLimits,
+    refuse_without_notes,
+)
 from work365_fn.rules import Action, Decision, Reason, World, plan
 from work365_fn.rules.expiry import CredentialExpiry, expiry_warnings
 from work365_fn.rules.fixes import Namer
@@ -239,27 +244,13 @@ def _run(
 
 
 def _notes_ready(deps: SyncDeps, summary: RunSummary, rlog: RunLog) -> bool:
-    """With notes on, the run first checks that notes can be written (the bindings, cached per
-    worker, are read with the notes checks): a note that fails would roll back the write in its
-    change set, so a run that cannot write them fails before reading or writing anything."""
+    """With notes on, the run first checks that notes can be written (refuse_without_notes)."""
     if not deps.write_notes:
         return True
-    try:
-        deps.bindings()
-    except NotesUnavailableError as exc:
-        summary.fatal = True
-        summary.errors.append(
-            {
-                "customerId": None,
-                "service": "dataverse",
-                "status": 0,
-                "code": "notes-unavailable",
-                "message": str(exc),
-            }
-        )
-        rlog.error("sync refused to start: %s", exc)
-        return False
-    return True
+    refusal = refuse_without_notes(deps.bindings, summary)
+    if refusal is not None:
+        rlog.error("sync refused to start: %s", refusal)
+    return refusal is None
 
 
 def _plan_and_write(

@@ -29,7 +29,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
-from work365_fn.adapters.dataverse_metadata import SubscriptionBindings
+from work365_fn.adapters.dataverse_metadata import NotesUnavailableError, SubscriptionBindings
 from work365_fn.adapters.dataverse_repository import Repository
 from work365_fn.adapters.odata_batch import BatchOperation, BatchPart, BatchResult, ChangeSet
 from work365_fn.errors import ApiError, InvalidResponseError, NotFoundError, ThrottledError
@@ -393,3 +393,27 @@ def _failed(decision: Decision, message: str) -> Decision:
         account_id=decision.account_id,
         message=message,
     )
+
+
+def refuse_without_notes(
+    bindings: Callable[[], SubscriptionBindings], summary: RunSummary
+) -> NotesUnavailableError | None:
+    """With notes on, a run first checks that notes can be written (`bindings` reads the notes
+    checks, cached per worker): a note that fails would roll back the write in its change set,
+    so a run that cannot write them fails (`summary.fatal`) before reading or writing anything.
+    Returns the refusal, for the caller's log line."""
+    try:
+        bindings()
+    except NotesUnavailableError as exc:
+        summary.fatal = True
+        summary.errors.append(
+            {
+                "customerId": None,
+                "service": "dataverse",
+                "status": 0,
+                "code": "notes-unavailable",
+                "message": str(exc),
+            }
+        )
+        return exc
+    return None

@@ -14,7 +14,7 @@ from work365_fn.adapters.storage import LeaseTakenError
 from work365_fn.entrypoints.functions.responses import (
     ServicesFactory,
     error_response,
-    json_response,
+    summary_response,
 )
 from work365_fn.entrypoints.functions.runs import conflict_response, start_sync_async
 from work365_fn.entrypoints.http_input import BadRequest, json_body
@@ -64,19 +64,7 @@ def sync_http(req: func.HttpRequest, services: ServicesFactory) -> func.HttpResp
         return error_response(502, "upstream", str(exc), run_id)
     log_summary(summary, log)
     headers = {"x-ms-correlation-id": run_id}
-    if summary.status == "failed":
-        first = summary.errors[0] if summary.errors else {}
-        return json_response(
-            502,
-            {
-                "error": "upstream",
-                "message": f"{first.get('service', 'upstream')} failed: {first.get('message', '')}",
-                "runId": run_id,
-                "summary": summary.to_json(),
-            },
-            headers,
-        )
-    return json_response(200, summary.to_json(), headers)
+    return summary_response(summary, headers)
 
 
 def sync_timer(timer: Any, services: ServicesFactory) -> None:

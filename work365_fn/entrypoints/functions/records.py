@@ -33,6 +33,7 @@ from work365_fn.entrypoints.functions.responses import (
     ServicesFactory,
     error_response,
     json_response,
+    summary_response,
 )
 from work365_fn.entrypoints.http_input import MAX_BODY_BYTES, BadRequest
 from work365_fn.errors import ConfigError
@@ -120,6 +121,12 @@ def records_http(req: func.HttpRequest, services: ServicesFactory) -> func.HttpR
         event = parse_event(body, dict(req.headers)) if is_event(body) else None
         if event is not None and record_id is not None:
             raise BadRequest("recordId", "the Dataverse webhook posts to /api/records, no id")
+        if event is not None and "recordIds" in body:
+            raise BadRequest(
+                "recordIds",
+                "the body has both 'recordIds' and a Dataverse webhook's 'MessageName' or "
+                "'PrimaryEntityName': send one or the other",
+            )
         if event is None and size > MAX_BODY_BYTES:
             raise BadRequest("body", f"the body is over {MAX_BODY_BYTES} bytes", status=413)
         request = None if event is not None else RecordsRequest.from_payload(body, record_id)
@@ -184,16 +191,4 @@ def _answer(outcome: RecordsOutcome, *, webhook: bool) -> func.HttpResponse:
             },
             {**headers, "Retry-After": str(max(1, math.ceil(wait)))},
         )
-    if summary.status == "failed":
-        first = summary.errors[0] if summary.errors else {}
-        return json_response(
-            502,
-            {
-                "error": "upstream",
-                "message": f"{first.get('service', 'upstream')} failed: {first.get('message', '')}",
-                "runId": run_id,
-                "summary": summary.to_json(),
-            },
-            headers,
-        )
-    return json_response(200, summary.to_json(), headers)
+    return summary_response(summary, headers)

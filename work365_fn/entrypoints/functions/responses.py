@@ -9,6 +9,7 @@ from typing import Any
 import azure.functions as func
 
 from work365_fn.composition import Services
+from work365_fn.rules.summary import RunSummary
 
 ServicesFactory = Callable[[], Services]
 
@@ -34,3 +35,20 @@ def error_response(
     body.update(extra)
     headers = {"x-ms-correlation-id": run_id} if run_id else None
     return json_response(status, body, headers)
+
+
+def summary_response(summary: RunSummary, headers: dict[str, str]) -> func.HttpResponse:
+    """A run's answer: the summary (200), or 502 naming the service when the run failed."""
+    if summary.status == "failed":
+        first = summary.errors[0] if summary.errors else {}
+        return json_response(
+            502,
+            {
+                "error": "upstream",
+                "message": f"{first.get('service', 'upstream')} failed: {first.get('message', '')}",
+                "runId": summary.run_id,
+                "summary": summary.to_json(),
+            },
+            headers,
+        )
+    return json_response(200, summary.to_json(), headers)
