@@ -128,7 +128,7 @@ param existingLogAnalyticsWorkspaceId string = ''
 @description('Resource id of an action group the alerts notify (e-mail, Teams, ...). Empty: the alert rules fire without notifying anyone (see them in the portal).')
 param actionGroupId string = ''
 
-@description('Hours between two timer runs (from syncSchedule): the alert fires when no run succeeded in twice this.')
+@description('The longest time between two runs of syncSchedule, in hours (Bicep cannot read the schedule: give it): the alert fires when no run succeeded in twice this. 24 at most (a log alert looks back 48 h): for a schedule with longer gaps (weekdays only, weekly) set createAlerts=false and watch /api/health with an availability test (docs/operations.md#monitoring).')
 @minValue(1)
 @maxValue(24)
 param scheduleIntervalHours int = 1

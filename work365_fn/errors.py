@@ -34,15 +34,32 @@ class SchemaError(ConfigError):
 class AuthError(Work365Error):
     """A token could not be acquired. Carries the authority's error code, never the credential.
     `transient`: the authority was unreachable, busy or answered garbage (retried), as opposed to
-    refusing the credential (not retried)."""
+    refusing the credential (not retried). `configuration`: no request was sent at all (the
+    process lacks what the setting needs, e.g. the managed-identity endpoint): status 0 in the
+    summary, never an HTTP status that did not happen."""
 
     def __init__(
-        self, service: str, message: str, code: str = "", *, transient: bool = False
+        self,
+        service: str,
+        message: str,
+        code: str = "",
+        *,
+        transient: bool = False,
+        configuration: bool = False,
     ) -> None:
         self.service = service
         self.code = code
         self.transient = transient
+        self.configuration = configuration
         super().__init__(message)
+
+    @property
+    def status(self) -> int:
+        """The summary's `status` of this failure: 0 when no request was sent (configuration),
+        503 when the authority stayed unreachable, 401 when it refused the credential."""
+        if self.configuration:
+            return 0
+        return 503 if self.transient else 401
 
 
 class ApiError(Work365Error):
@@ -113,8 +130,9 @@ def error_json(exc: Work365Error, customer_id: str | None) -> dict[str, object]:
     return {
         "customerId": customer_id,
         "service": getattr(exc, "service", "auth"),
-        # a refused credential is a 401; an authority that stayed unreachable is not
-        "status": 503 if getattr(exc, "transient", False) else 401,
+        # a refused credential is a 401, an authority that stayed unreachable a 503, a request
+        # never sent (configuration) 0
+        "status": exc.status if isinstance(exc, AuthError) else 401,
         "code": getattr(exc, "code", "") or "auth",
         "message": str(exc),
     }

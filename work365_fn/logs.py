@@ -15,8 +15,9 @@
     exception text, whatever logged it (msal and urllib3 at DEBUG included).
   It also adds `RunContextFilter` to the handlers present then, which sets `run_id` and
   `correlation_id` attributes on each record (custom dimensions where a host forwards them).
-- `log_summary(summary)`: the run summary as one structured record (counts, not the list),
-  with one sentence in the run's mood after it ("dry run: nothing written, ...: 6 would be
+- `log_summary(summary)`: the run summary as one structured record (counts, requests per
+  service, and capped lists of the rows that need someone: `rules.summary.log_record`), with
+  one sentence in the run's mood after it ("dry run: nothing written, ...: 6 would be
   assigned, ..."), and the counts and ids as flat `work365.*` attributes of the record
   (`summary_dimensions`), the names infra/workbook.json and infra/alerts/ query as
   customDimensions.
@@ -36,7 +37,7 @@ from concurrent.futures import Executor, Future
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from work365_fn.rules.summary import run_sentence
+from work365_fn.rules.summary import log_record, run_sentence
 
 if TYPE_CHECKING:
     from work365_fn.rules.summary import RunSummary
@@ -269,31 +270,53 @@ class RunLog(logging.LoggerAdapter[logging.Logger]):
 
 
 def log_summary(summary: RunSummary, logger: logging.Logger | None = None) -> None:
-    """One structured record with the counts (not the per-subscription list: App Insights cuts
-    messages at 32 KB): `[run <id>] summary {...}; <sentence>`, with the dict as the `summary`
-    attribute. The sentence (`rules.summary.run_sentence`) says a dry run's counts in the
+    """One structured record: `[run <id>] summary {...}; <sentence>`, with the dict as the
+    `summary` attribute. The JSON is `rules.summary.log_record`'s: the counts, the run's HTTP
+    requests per service, and capped lists (the unassigned and failed rows with their names and
+    fixes, the errors, the skipped customers), so the message stays far below Application
+    Insights' 32 KB. The sentence (`rules.summary.run_sentence`) says a dry run's counts in the
     conditional: "dry run: nothing written, status succeeded: ... 6 would be assigned, ..."."""
-    log_summary_json(summary.log_line(), logger, requests=summary.requests)
+    log_summary_json(summary.to_json(), logger, requests=summary.requests)
 
 
 def log_summary_json(
-    line: dict[str, Any],
+    summary: dict[str, Any],
     logger: logging.Logger | None = None,
     *,
     requests: dict[str, int] | None = None,
 ) -> None:
-    """`log_summary` of a summary already in its JSON form (without `subscriptions`);
+    """`log_summary` of a summary in its JSON form (with or without `subscriptions`);
     `requests`: the run's HTTP requests per service, when counted."""
+    given = summary.get("requests")
+    sent: dict[str, int] = requests or (given if isinstance(given, dict) else {})
+    line = log_record({**summary, "requests": dict(sorted(sent.items()))})
     run_id = line.get("runId")
     level = logging.INFO if line.get("status") == "succeeded" else logging.WARNING
     (logger or log).log(
         level,
-        "[run %s] summary %s; %s",
+        "[run %s] summary %s; %s%s",
         run_id,
         json.dumps(line, separators=(",", ":")),
         run_sentence(line),
-        extra={"run_id": run_id, "summary": line, **summary_dimensions(line, requests)},
+        _not_logged(line),
+        extra={"run_id": run_id, "summary": line, **summary_dimensions(line, sent)},
     )
+
+
+_LIST_WORDS = {
+    "needsAttention": "unassigned or failed subscriptions",
+    "skippedCustomers": "skipped customers",
+}
+
+
+def _not_logged(line: dict[str, Any]) -> str:
+    """ "; and 80 more errors, 12 more unassigned or failed subscriptions not logged (...)"
+    when a list was cut."""
+    left_out = line.get("notLogged") or {}
+    if not left_out:
+        return ""
+    parts = ", ".join(f"{n} more {_LIST_WORDS.get(name, name)}" for name, n in left_out.items())
+    return f"; and {parts} not logged (the run's summary and report list them all)"
 
 
 def summary_dimensions(
@@ -321,9 +344,12 @@ def summary_dimensions(
     for name in SUMMARY_COUNTS:
         value = counts.get(name, 0)
         dims[f"work365.{name}"] = value if isinstance(value, int) else 0
+    left_out = line.get("notLogged") or {}
     for name in ("errors", "skippedCustomers", "warnings"):
         listed = line.get(name)
-        dims[f"work365.{name}"] = len(listed) if isinstance(listed, list) else 0
+        dims[f"work365.{name}"] = (len(listed) if isinstance(listed, list) else 0) + int(
+            left_out.get(name, 0)
+        )
     by_reason = line.get("byReason")
     for reason, count in by_reason.items() if isinstance(by_reason, dict) else ():
         dims[f"work365.reason.{reason}"] = count if isinstance(count, int) else 0

@@ -245,6 +245,74 @@ def test_an_unreadable_state_file_is_named(here: Path) -> None:
     assert "is not a sandbox state file (or cannot be read)" in ran.one_line()
 
 
+# ---- files the CLI writes: checked before anything is read ---------------------------------------
+
+RUN = "00000000-0000-0000-0000-000000000000"
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["report", "--sandbox", "--html", "afile/x.html"], "--html afile/x.html: afile is a file"),
+        (["report", "--sandbox", "--csv", "afile/x.csv"], "--csv afile/x.csv: afile is a file"),
+        (["report", "--sandbox", "--html", "adir"], "--html adir is a folder"),
+        (["report", "--sandbox", "--csv", "adir"], "--csv adir is a folder"),
+        (["report", "--sandbox", "--html", "/proc/x.html"], "--html /proc/x.html: cannot write"),
+        (["report", "--sandbox", "--csv", ""], "--csv needs a file name"),
+        (["sync", "--sandbox", "--state", "afile/s.sqlite"], "--state afile/s.sqlite: afile is a"),
+        (["sandbox", "serve", "--state", "afile/s.sqlite"], "--state afile/s.sqlite: afile is a"),
+        (["undo", RUN, "--sandbox", "--state", "afile/s.sqlite"], "--state afile/s.sqlite: afile"),
+        (["check-schema", "--sandbox", "--settings", ""], "--settings needs a file name"),
+    ],
+)
+def test_an_output_that_cannot_be_written_is_refused_before_the_read(
+    here: Path, argv: list[str], says: str
+) -> None:
+    if argv[-1].startswith("/proc/") and not Path("/proc").is_dir():
+        pytest.skip("no /proc here")
+    (here / "afile").write_text("", encoding="utf-8")
+    (here / "adir").mkdir()
+
+    ran = cli(*argv, cwd=here)  # not -q: a started sandbox would log a second line
+
+    assert ran.code == EXIT_USAGE
+    line = ran.one_line()
+    assert line.startswith("usage error: ")
+    assert says in line
+    assert ran.out == ""
+    assert sorted(p.name for p in here.iterdir()) == ["adir", "afile"]  # nothing written
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["report", "--sandbox", "--html", "missing/x.html"],
+        ["report", "--sandbox", "--csv", "missing/x.csv"],
+        ["sync", "--sandbox", "--state", "missing/s.sqlite"],
+        ["sandbox", "serve", "--state", "missing/s.sqlite"],
+    ],
+)
+def test_a_missing_folder_is_refused_never_created(here: Path, argv: list[str]) -> None:
+    ran = cli(*argv, cwd=here)
+
+    assert ran.code == EXIT_USAGE
+    assert "the folder missing does not exist" in ran.one_line()
+    assert not (here / "missing").exists()
+
+
+def test_the_report_files_are_written_whole_into_an_existing_folder(here: Path) -> None:
+    (here / "out").mkdir()
+    (here / "out" / "report.csv").write_text("old", encoding="utf-8")
+
+    page = cli("-q", "report", "--sandbox", "--html", "out/report.html", cwd=here)
+    rows = cli("-q", "report", "--sandbox", "--csv", "out/report.csv", cwd=here)
+
+    assert (page.code, rows.code) == (0, 0), page.err + rows.err
+    assert (here / "out" / "report.html").read_text(encoding="utf-8").startswith("<!DOCTYPE")
+    assert (here / "out" / "report.csv").read_text(encoding="utf-8").startswith('"kind",')
+    assert sorted(p.name for p in (here / "out").iterdir()) == ["report.csv", "report.html"]
+
+
 # ---- usage ---------------------------------------------------------------------------------------
 
 

@@ -36,6 +36,7 @@ from tests.e2e.test_openapi import conforms
 from work365_fn.operations import fanout
 from work365_fn.operations.fanout import MARKER, MARKER_RUN_ID, POISONED_MESSAGE
 from work365_fn.operations.incremental import STATE_RUN_ID, WATERMARK_DOCUMENT
+from work365_fn.rules.summary import log_record
 
 __all__ = ["app", "in_process"]  # the fixtures
 
@@ -128,8 +129,9 @@ def test_the_aggregated_run_equals_an_in_process_full_sync(
         final["finishedAt"],
     )
     assert app.rows() == in_process["rows"]  # Dataverse ends the same
-    (record,) = summary_records(caplog)  # one structured record, without the list
-    assert record == {k: v for k, v in summary.items() if k != "subscriptions"}
+    (record,) = summary_records(caplog)  # one structured record: the capped rows to act on
+    assert record == log_record({**summary, "requests": {}})
+    assert record["needsAttention"]  # the unassigned rows, with their names and fixes
     mark = app.store().get(STATE_RUN_ID, WATERMARK_DOCUMENT)
     assert mark is not None
     assert mark["lastFullAt"] == mark["watermark"] == summary["startedAt"]

@@ -16,6 +16,7 @@ import responses
 
 import function_app
 from tests.e2e.async_support import SIGNING_KEY, App, app, body, signed, signer
+from work365_fn.operations.page_cache import DOCUMENT
 from work365_fn.rules import Reason
 from work365_fn.signing import LinkSigner, report_page_resource
 
@@ -191,3 +192,18 @@ def test_without_a_signing_key_the_page_link_is_a_500_naming_the_setting(
     function_app.services.cache_clear()
     resp = function_app.run_report_page(page_request(RUN, page_sig(RUN)))
     assert resp.status_code == 500 and "WORK365_RUN_SIGNING_KEY" in body(resp)["message"]
+
+
+def test_opening_a_link_again_soon_shows_the_kept_report_without_reading_the_tenant(
+    app: App,
+) -> None:
+    first = assert_page(function_app.run_report_page(page_request(RUN, page_sig(RUN))))
+    app.box.reset_counts()
+
+    again = assert_page(function_app.run_report_page(page_request(RUN, page_sig(RUN))))
+
+    served = app.box.counts()
+    assert not served.get("partnerCenter") and not served.get("dataverse"), served
+    assert again.split("<body", 1)[1].count("<tr") == first.split("<body", 1)[1].count("<tr")
+    kept = app.app_storage().run_store().get(RUN, DOCUMENT)
+    assert kept is not None and kept["report"]["counts"]["subscriptions"] > 0

@@ -76,6 +76,10 @@ def test_diagnose_fails_its_credentials_check_from_7_days_before(
         assert [c["check"] for c in failed_checks(diagnosis)] == ["credentials"]
         assert "WORK365_CLIENT_SECRET_EXPIRES" in check["fix"]
         assert box.env["WORK365_CLIENT_SECRET"] not in check["fix"] + check["detail"]
+        # The fix only (the detail says when it expires), and on Azure the setting is a Key
+        # Vault reference: the new secret goes into the vault.
+        assert "expires on" not in check["fix"] and "expires on" in check["detail"]
+        assert "Key Vault secret" in check["fix"] and "work365-client-secret" in check["fix"]
 
 
 def test_without_an_end_date_diagnose_has_no_credentials_check(

@@ -388,3 +388,41 @@ def test_cli_usage_errors_exit_2(argv: tuple[str, ...], capsys: pytest.CaptureFi
     assert code == 2
     assert text == ""
     assert "usage error" in capsys.readouterr().err
+
+
+def test_the_partner_center_check_names_the_customer_it_knows(box: Sandbox) -> None:
+    not_contosos = "5ab00008-0000-4000-8000-000000000008"  # Adventure Works's subscription
+    result = diagnose(box, demo.CONTOSO, not_contosos)
+
+    [ref] = check(result, "partner-center")["records"]
+
+    assert (ref["id"], ref["name"]) == (demo.CONTOSO, result["customerName"])
+    assert ref["name"]
+
+
+@pytest.mark.usefixtures("clean_env")
+@pytest.mark.parametrize(
+    ("customer", "subscription"),
+    [(UNKNOWN_CUSTOMER, None), (demo.CONTOSO, "5ab00008-0000-4000-8000-000000000008")],
+)
+def test_the_cli_shows_a_records_name_or_nothing_never_empty_quotes(
+    customer: str, subscription: str | None
+) -> None:
+    argv = ["diagnose", "--sandbox", "--customer", customer]
+    code, text = run(*argv, *(["--subscription", subscription] if subscription else []))
+
+    assert code == 1
+    [line] = [line for line in text.splitlines() if "partnerCenter.customer" in line]
+    assert "''" not in text
+    assert line.strip().endswith(customer if subscription is None else "'Contoso Ltd'")
+
+
+@pytest.mark.parametrize("customer", [UNKNOWN_CUSTOMER, demo.ADVENTURE_WORKS, demo.TAILSPIN])
+def test_a_check_skipped_for_want_of_an_account_says_so_and_claims_nothing(
+    box: Sandbox, customer: str
+) -> None:
+    several = check(diagnose(box, customer=customer), "multiple-defaults")
+
+    assert several["skipped"] is True
+    assert several["detail"].startswith("not checked: the customer maps to no Account")
+    assert "no Account has more than one" not in several["detail"]

@@ -9,6 +9,9 @@ them, and pass the same values to `Settings.from_env`.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -167,8 +170,33 @@ def test_a_process_without_the_identity_endpoint_never_falls_back_to_imds(
     assert summary.status == "failed"
     [error] = summary.to_json()["errors"]
     assert error["code"] == "no-identity-endpoint"
+    assert error["status"] == 0  # a configuration error: no HTTP request, so no 401
+    assert "configuration error, no request sent" in str(error["message"])
     assert "IDENTITY_ENDPOINT" in str(error["message"])
     assert "identity" not in box.counts()  # never asked
+
+
+def test_the_cli_reports_a_missing_identity_endpoint_without_an_http_status(
+    tmp_path: Path,
+) -> None:
+    """`WORK365_DATAVERSE_AUTH=managed-identity sync --dry-run --sandbox` outside Azure."""
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("WORK365_", "IDENTITY", "MSI_"))
+    }
+    env |= {"WORK365_DATAVERSE_AUTH": "managed-identity", "WORK365_STATE_DIR": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-m", "work365_fn", "sync", "--dry-run", "--sandbox"],
+        env=env,
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    [line] = [x for x in done.stdout.splitlines() if x.startswith("error: ")]
+    assert line.startswith("error: dataverse no-identity-endpoint: configuration error"), line
+    assert " 401 " not in line
+    assert "Traceback" not in done.stdout + done.stderr
 
 
 def test_a_missing_identity_endpoint_fails_at_start_naming_it(start: Any) -> None:

@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
+import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,8 +21,11 @@ import function_app
 from work365_fn.entrypoints.cli.main import main
 from work365_fn.rules import LANDS, Reason, count_reasons
 from work365_fn.sandbox import Sandbox, Scenario
+from work365_fn.sandbox.scenario import builtin_names
 
 SCENARIO = Scenario.builtin("landing-rules")
+TIMING = "work365_billingtiming"
+ROOT = Path(__file__).resolve().parents[2]
 RULES = SCENARIO.landing_rules
 _ROW = re.compile(r"^([0-9A-Fa-f-]{36}) \| ([a-z-]+) \| (\S+) \| (.+)$")
 NEW_REASONS = {
@@ -151,6 +157,36 @@ def test_check_schema_verifies_the_rules_columns(tmp_path: Path) -> None:
     assert names["work365_billingcontract.work365_billingtiming (landing rules)"]["ok"]
 
 
+def test_the_scenario_help_lists_the_built_in_scenarios_from_the_sandbox(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, _ = run("sync", "--help")
+    assert code == 0
+    helptext = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    assert builtin_names() and "landing-rules" in builtin_names()
+    assert f"a built-in name ({', '.join(builtin_names())})" in helptext
+
+
+def test_the_demo_script_runs_the_landing_rules_scenario(tmp_path: Path) -> None:
+    """README: `bash scripts/demo --scenario landing-rules` shows every landing reason."""
+    bash = shutil.which("bash")
+    assert bash is not None
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WORK365_")}
+    done = subprocess.run(
+        [bash, str(ROOT / "scripts" / "demo"), "--scenario", "landing-rules", "--json", "-q"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(done.stdout)["subscriptions"]
+    assert {r["subscriptionId"]: (r["reason"], r["billingContractId"]) for r in rows} == EXPECTED
+    assert {reason for reason, _ in EXPECTED.values()} >= NEW_REASONS
+
+
 # ---- refused at start -------------------------------------------------------------------------
 
 
@@ -188,6 +224,30 @@ def test_an_unknown_column_exits_2_before_any_write(
     assert code == 1
     [check] = [c for c in result["checks"] if "landing rules" in c["check"]]
     assert not check["ok"] and "rule 1 'Arrears'" in check["detail"]
+
+
+def test_a_value_of_the_wrong_type_for_the_column_exits_2_before_any_write(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The scenario's work365_billingtiming is a number column: "Arrears" (its label) would
+    # match no contract anywhere, so it is refused instead of giving no-landing-contract.
+    doc = {"rules": [{"name": "Arrears", "contract": {"column": TIMING, "equals": "Arrears"}}]}
+    bad = rules_file(tmp_path, doc)
+    state = str(tmp_path / "state.sqlite")
+    code, out = run(
+        "sync", "--sandbox", "--scenario", "landing-rules", "--state", state, "--landing-rules", bad
+    )
+    assert (code, out) == (2, "")
+    err = capsys.readouterr().err
+    assert "rule 1 'Arrears'" in err and "'contract.equals'" in err and "(Integer)" in err
+    assert "Traceback" not in err
+    code, summary = run_json("sync", "--sandbox", "--state", state, "--dry-run")
+    reasons = [r["reason"] for r in summary["subscriptions"]]
+    assert reasons.count(Reason.ALREADY_ASSIGNED) == 1  # nothing was written
+    code, result = run_json("check-schema", "--sandbox", "--state", state, "--landing-rules", bad)
+    assert code == 1
+    [check] = [c for c in result["checks"] if "landing rules" in c["check"]]
+    assert not check["ok"] and "'contract.equals'" in check["detail"]
 
 
 # ---- the HTTP API ------------------------------------------------------------------------------
@@ -245,3 +305,18 @@ def test_http_answers_500_naming_the_rule_on_a_bad_rules_file(
     assert body["error"] == "configuration"
     assert "rule 1 'Trials'" in body["message"] and "'when.isTrial'" in body["message"]
     assert box.counts() == before  # refused before any request
+
+
+def test_http_answers_500_on_a_value_of_the_wrong_type_for_the_column(
+    box: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bad = {"rules": [{"name": "Arrears", "contract": {"column": TIMING, "equals": "Arrears"}}]}
+    monkeypatch.setenv("WORK365_LANDING_RULES_FILE", json.dumps(bad))
+    function_app.services.cache_clear()
+    resp = function_app.sync_http(request("POST", "sync", {}))
+    body = json.loads(resp.get_body())
+    assert (resp.status_code, body["error"]) == (500, "configuration")
+    assert "rule 1 'Arrears'" in body["message"] and "'contract.equals'" in body["message"]
+    served = box.counts()
+    assert [k for k in served.get("dataverse", {}) if not k.startswith("GET ")] == []  # no write
+    assert not served.get("partnerCenter")  # refused before the tenant is read

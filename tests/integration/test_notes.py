@@ -4,6 +4,7 @@ run, and nothing at all with notes off."""
 
 from __future__ import annotations
 
+import io
 import uuid
 from typing import Any
 
@@ -17,6 +18,7 @@ from tests.integration.conftest import (
     sync,
 )
 from work365_fn.adapters.dataverse_repository import RECORD_NAMESPACE
+from work365_fn.entrypoints.cli.table import header_lines, render
 from work365_fn.operations.backfill import BackfillRequest, run_backfill
 from work365_fn.operations.notes import SUBJECT_CLEARED, SUBJECT_CREATED, SUBJECT_SET
 from work365_fn.operations.sync import SyncRequest
@@ -213,6 +215,25 @@ def test_a_run_with_notes_refuses_to_start_when_the_user_lacks_prv_create_note(
     assert "POST $batch" not in box.counts()["dataverse"]
     assert box.counts()["partnerCenter"] == {}  # nothing read either
     assert contract_of(box, gid("rec", 1)) is None
+
+
+def test_a_refused_run_says_the_setting_was_not_read_in_the_table(
+    world: ScenarioBuilder, start: Any
+) -> None:
+    two_new(world)
+    box = start(world.scenario(notes={"missingPrivileges": ["prvCreateNote"]}))
+    refused = sync(box, **NOTES_ON).to_json()
+    assert refused["setting"]["read"] is False
+    out = io.StringIO()
+    render(refused, out, width=200)
+    assert "setting: not read" in out.getvalue()
+    assert "Associate Default Billing Contract = No" not in out.getvalue()
+    # A run that read it says what it read.
+    read = sync(box).to_json()
+    assert read["setting"]["read"] is True
+    assert "setting: Associate Default Billing Contract = Yes, cutoff 2026-01-01" in "\n".join(
+        header_lines(read)
+    )
 
 
 def test_a_run_with_notes_refuses_to_start_on_a_table_without_notes(

@@ -90,6 +90,7 @@ def test_every_reason_in_one_run_and_only_the_default_is_written(
         "associateDefaultBillingContract": True,
         "since": "2026-01-01T00:00:00Z",
         "sinceSource": "audit",
+        "read": True,
     }
     ordered = [(r["customerId"], r["subscriptionId"]) for r in data["subscriptions"]]
     assert ordered == sorted(ordered)

@@ -17,6 +17,7 @@ from tests.integration.conftest import ScenarioBuilder, contract_of, gid, servic
 from work365_fn.adapters.odata_batch import BatchOperation
 from work365_fn.composition import Services
 from work365_fn.entrypoints.cli.main import main
+from work365_fn.entrypoints.cli.undo import print_undo
 from work365_fn.operations.run_documents import JournalNotFoundError, load_journals
 from work365_fn.operations.sync import SyncRequest
 from work365_fn.operations.undo import UndoRefusedError, UndoRequest, run_undo
@@ -161,7 +162,13 @@ def test_a_412_during_the_undo_is_reported_as_skipped(world: ScenarioBuilder, st
     assert contract_of(box, MOVED) is None  # the others go on
     again = undo(services, run_id, apply=True)  # run again: it retries what was left
     assert by_record(again)[KEPT]["result"] == "cleared"
-    assert by_record(again)[MOVED]["why"] == "already-undone"
+    done = by_record(again)[MOVED]
+    assert done["why"] == "already-undone"
+    # Named, not only by id, though the second undo does not read the record.
+    assert (done["recordName"], done["billingContractName"]) == ("Record 2", "Contract 10")
+    out = io.StringIO()
+    print_undo(again, out)
+    assert any("Record 2" in line and "Contract 10" in line for line in out.getvalue().splitlines())
 
 
 def test_the_undo_keeps_a_journal_and_an_undo_is_not_undone(
@@ -294,6 +301,9 @@ def test_a_sync_journals_each_write_before_it_is_sent(world: ScenarioBuilder, st
         "updated",
     )
     assert entry["navigation"] == "work365_BillingContract"
+    assert (entry["recordName"], entry["contractName"]) == ("Record 1", "Contract 10")
+    # The ETag the write's answer carried (the sandbox sends it on a $batch part), no extra read.
+    assert entry["etagBefore"] and entry["etagAfter"] == etag_of(box, KEPT) != entry["etagBefore"]
 
 
 def test_with_notes_on_each_clear_leaves_its_note(world: ScenarioBuilder, start: Any) -> None:
@@ -308,3 +318,4 @@ def test_with_notes_on_each_clear_leaves_its_note(world: ScenarioBuilder, start:
     notes = [n for n in box.dataverse.rows("annotations") if n["subject"] == subject]
     assert result["counts"]["cleared"] == len(notes) == 5
     assert all(result["runId"] in n["notetext"] and DEFAULT in n["notetext"] for n in notes)
+    assert all(f"Contract 10 ({DEFAULT})" in n["notetext"] for n in notes)  # named, not id only

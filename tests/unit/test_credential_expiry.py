@@ -118,6 +118,10 @@ def test_a_separate_partner_center_secret_has_its_own_end_date() -> None:
     found = {e.setting: e for e in credential_expiries(loaded).expiries}
     assert set(found) == {"WORK365_CLIENT_SECRET_EXPIRES", "WORK365_PC_CLIENT_SECRET_EXPIRES"}
     assert pc_client in found["WORK365_PC_CLIENT_SECRET_EXPIRES"].what
+    # Each fix names the Key Vault secret its setting references in infra/main.bicep.
+    assert "(work365-client-secret in the template)" in found["WORK365_CLIENT_SECRET_EXPIRES"].fix
+    pc_fix = found["WORK365_PC_CLIENT_SECRET_EXPIRES"].fix
+    assert "WORK365_PC_CLIENT_SECRET references (work365-pc-client-secret" in pc_fix
 
 
 def test_without_an_end_date_the_expiry_is_unknown_and_said_so() -> None:

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.builders import AFTER, a_provider_account, a_record, a_setting
-from work365_fn.rules import LANDS, Reason, World, plan
+from work365_fn.rules import LANDS, Action, Decision, Reason, World, plan
 from work365_fn.rules.landing import LandingRules, mismatches, parse_landing_rules, same_value
 from work365_fn.rules.model import BillingContract, PcSubscription
 
@@ -120,33 +120,108 @@ def deciding_rule(message: str) -> int | None:
     return int(found.group(1)) if found else None
 
 
+ACCOUNT_OF = dict(zip(CUSTOMERS, ACCOUNTS, strict=True))
+
+
+def active_of(world: World, sub: PcSubscription) -> list[BillingContract]:
+    account = ACCOUNT_OF[sub.customer_id]
+    return [c for c in world.contracts if c.account_id == account and c.active]
+
+
+def reaches_a_cycle(world: World, sub: PcSubscription) -> bool:
+    """Whether following parents from `sub` comes back to a subscription already passed (the
+    rules then stop the walk; the reference below does not model that)."""
+    by_id = {s.id: s for s in world.subscriptions}
+    seen: set[str] = set()
+    current: PcSubscription | None = sub
+    while current is not None and current.parent_subscription_id:
+        if current.id in seen:
+            return True
+        seen.add(current.id)
+        current = by_id.get(current.parent_subscription_id)
+    return False
+
+
+def usable_parent(world: World, sub: PcSubscription, decided: dict[str, Decision]) -> str | None:
+    """Reference: the parent's contract (its record's, else the one this plan lands it on), when
+    it is one of the subscription's Account's active contracts."""
+    parent = sub.parent_subscription_id
+    if not parent:
+        return None
+    [record] = [r for r in world.records if r.provider_subscription_id == parent]
+    planned = decided[parent]
+    contract = record.billing_contract_id or (
+        planned.contract_id if planned.reason in LANDS else None
+    )
+    return contract if contract in {c.id for c in active_of(world, sub)} else None
+
+
+def first_match(
+    world: World, sub: PcSubscription, decided: dict[str, Decision]
+) -> tuple[Reason, str | None, int] | None:
+    """Reference evaluation, written apart from rules/landing.py: the first rule whose `when`
+    holds and that decides, as (reason, contract, rule number); None: no rule decides."""
+    assert world.landing is not None
+    active = active_of(world, sub)
+    for rule in world.landing.rules:
+        if mismatches(rule.when, sub):
+            continue
+        if rule.leave:
+            return Reason.EXCLUDED_BY_RULE, None, rule.number
+        if rule.parent:
+            parent = usable_parent(world, sub, decided)
+            if parent is None:
+                continue  # passed over: the next rule
+            return Reason.LANDING_RULE, parent, rule.number
+        assert rule.contract is not None
+        picked = [c for c in active if same_value(c.value(TIMING), rule.contract.equals)]
+        defaults = [c for c in picked if c.is_default]
+        if len(picked) == 1 or (picked and len(defaults) == 1):
+            return (
+                Reason.LANDING_RULE,
+                (picked if len(picked) == 1 else defaults)[0].id,
+                rule.number,
+            )
+        if not picked:
+            return Reason.NO_LANDING_CONTRACT, None, rule.number
+        return Reason.MULTIPLE_LANDING_CONTRACTS, None, rule.number
+    return None
+
+
 @settings(max_examples=300, deadline=None)
 @given(tenants())
 def test_landing_rules_hold_their_promises(world: World) -> None:
     decisions = plan(world)
+    # Exactly one decision per subscription id, in the tenant's order.
     assert [d.subscription.id for d in decisions] == [s.id for s in world.subscriptions]
-    assert all(isinstance(d.reason, Reason) for d in decisions)  # exactly one reason each
-    by_id = {c.id: c for c in world.contracts}
-    account_of = dict(zip(CUSTOMERS, ACCOUNTS, strict=True))
-    assert world.landing is not None
+    assert len({d.subscription.id for d in decisions}) == len(world.subscriptions)
+    decided = {d.subscription.id: d for d in decisions}
     for d in decisions:
+        # The reason agrees with the action and the contract.
         if d.reason in LANDS:
-            contract = by_id[d.contract_id or ""]
-            assert contract.active
-            assert contract.account_id == d.account_id == account_of[d.subscription.customer_id]
+            assert d.action is Action.ASSIGN  # every subscription here has its record
+            assert d.contract_id in {c.id for c in active_of(world, d.subscription)}
+        elif d.reason in LANDING_REASONS:  # left unassigned by a rule
+            assert (d.action, d.contract_id) == (Action.NONE, None)
+        if d.reason is Reason.DEFAULT_CONTRACT:
+            [default] = [c for c in active_of(world, d.subscription) if c.is_default]
+            assert d.contract_id == default.id
         if d.reason not in PAST_THE_ACCOUNT:
             continue
-        decided = deciding_rule(d.message) if d.reason in LANDING_REASONS else None
-        assert (decided is not None) is (d.reason in LANDING_REASONS)
-        for rule in world.landing.rules[: (decided or len(world.landing.rules) + 1) - 1]:
-            # every rule before the deciding one passed: its `when` failed, or it asked for a
-            # parent contract there was none of
-            assert mismatches(rule.when, d.subscription) or rule.parent
-        if decided is not None:
-            rule = world.landing.rules[decided - 1]
-            assert not mismatches(rule.when, d.subscription)
-            if rule.contract is not None and d.reason is Reason.LANDING_RULE:
-                assert same_value(by_id[d.contract_id or ""].value(TIMING), rule.contract.equals)
+        # The rules applied in order: the reference's first match decides, else the default.
+        rule_number = deciding_rule(d.message) if d.reason in LANDING_REASONS else None
+        if reaches_a_cycle(world, d.subscription):
+            continue
+        expected = first_match(world, d.subscription, decided)
+        if expected is None:
+            assert d.reason not in LANDING_REASONS
+        else:
+            assert (d.reason, d.contract_id, rule_number) == expected
+            assert world.landing is not None
+            for rule in world.landing.rules[: expected[2] - 1]:
+                if rule.parent and not mismatches(rule.when, d.subscription):
+                    # passed over: the parent really had no usable contract
+                    assert usable_parent(world, d.subscription, decided) is None
 
 
 @settings(max_examples=100, deadline=None)

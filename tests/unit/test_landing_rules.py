@@ -27,11 +27,13 @@ from tests.builders import (
 from work365_fn.adapters.landing_rules import load_landing_rules
 from work365_fn.errors import ConfigError
 from work365_fn.rules import Reason, World, landing_trail, plan
+from work365_fn.rules.fixes import landing_fix
 from work365_fn.rules.landing import (
     AZURE_PLAN_PRODUCT,
     LandingRules,
     LandingRulesError,
     parse_landing_rules,
+    value_type_problem,
 )
 from work365_fn.rules.model import PcSubscription
 
@@ -388,3 +390,56 @@ def test_a_file_with_a_bom_is_refused(tmp_path: Path) -> None:
     path.write_bytes(b"\xef\xbb\xbf" + json.dumps(DOC).encode())
     with pytest.raises(ConfigError, match="byte order mark"):
         load_landing_rules(str(path))
+
+
+# ---- a rule's value against the column's type (check-schema, and before a run) ----------------
+
+
+@pytest.mark.parametrize(
+    ("attribute_type", "fits", "refused"),
+    [
+        ("Picklist", [2, 2.0], ["Arrears", True, 2.5]),
+        ("State", [0], ["Active", False]),
+        ("Status", [1], ["1"]),
+        ("Integer", [7], ["7", True]),
+        ("BigInt", [7], [1.5]),
+        ("Decimal", [1.5, 2], ["1.5", True]),
+        ("Money", [10], ["10"]),
+        ("Boolean", [True, False], [1, "true"]),
+        ("String", ["Arrears"], [2, True]),
+        ("Memo", ["x"], [1]),
+        ("Uniqueidentifier", [ACCOUNT], ["Arrears", 1]),
+        ("Lookup", [], [ACCOUNT, "Arrears", 2]),
+        ("Customer", [], [ACCOUNT]),
+        ("DateTime", [], ["2026-01-01"]),
+    ],
+)
+def test_a_rules_value_must_fit_the_columns_type(
+    attribute_type: str, fits: list[Any], refused: list[Any]
+) -> None:
+    for value in fits:
+        assert value_type_problem(attribute_type, value) is None, value
+    for value in refused:
+        problem = value_type_problem(attribute_type, value)
+        assert problem and attribute_type in problem, value
+
+
+def test_the_fix_for_several_selected_contracts_never_asks_for_a_second_default() -> None:
+    current_default = licences(default=True)
+    first, second = arrears(), arrears()
+    world = world_with(LICENCE, rules(rule("arrears")), current_default, first, second)
+    decision = only(plan(world))
+    assert decision.reason is Reason.MULTIPLE_LANDING_CONTRACTS
+    fix = landing_fix(decision.reason, "Contoso", decision.message)
+    assert "rule 1 'arrears'" in fix and "pick exactly one" in fix
+    # The old sentence ("set Is Default = Yes on exactly one of them") gave the Account a
+    # second default; the new one only moves it from the current default.
+    assert "set Is Default = Yes on" not in fix
+    assert "move Is Default = Yes to it (off the current default" in fix
+    # Following either branch of the sentence (one Arrears contract left; Is Default moved,
+    # still one) lands the subscription.
+    changed_column = replace(second, columns=((TIMING, 1),))
+    moved = [replace(current_default, is_default=False), replace(first, is_default=True), second]
+    for contracts in ([current_default, first, changed_column], moved):
+        after = world_with(LICENCE, rules(rule("arrears")), *contracts)
+        assert only(plan(after)).reason is Reason.LANDING_RULE

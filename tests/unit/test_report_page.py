@@ -23,6 +23,7 @@ from work365_fn.operations.report_page import (
 )
 from work365_fn.operations.run_history import MAX_RUNS, recent_runs, remember_run
 from work365_fn.rules import LISTED, Reason, count_reasons
+from work365_fn.rules.summary import setting_json
 from work365_fn.settings import Settings
 
 EVIL = "<script>alert(1)</script>\"'&<img src=x onerror=alert(2)>"
@@ -191,6 +192,13 @@ def test_the_setting_and_its_cutoff() -> None:
     assert '<dd id="setting-value">Yes</dd>' in html
     assert '<dd id="cutoff">2026-01-01T00:00:00Z (from audit)</dd>' in html
     assert "No subscription is left unassigned." in html
+
+
+def test_a_report_that_never_read_the_setting_says_so_not_no() -> None:
+    report = {**a_report([]), "setting": setting_json(None)}
+    html = render_page(PageData(report), NONCE)
+    assert '<dd id="setting-value">not read</dd>' in html
+    assert '<dd id="cutoff">not read</dd>' in html
 
 
 # ---- the run history ---------------------------------------------------------------------------

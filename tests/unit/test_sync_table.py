@@ -5,6 +5,7 @@ width and never past it, a dry run told in the conditional."""
 from __future__ import annotations
 
 import io
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,7 +20,7 @@ from tests.builders import (
     a_subscription,
     a_world,
 )
-from work365_fn.entrypoints.cli.table import fit, render, terminal_width
+from work365_fn.entrypoints.cli.table import COLUMNS, cells, fit, render, terminal_width
 from work365_fn.rules import World, plan
 from work365_fn.rules.fixes import Namer
 from work365_fn.rules.summary import RunSummary
@@ -88,6 +89,34 @@ def test_a_narrow_terminal_wraps_the_names_and_keeps_the_reason_whole() -> None:
     cell_words = " ".join(" ".join(block).split())
     assert all(word in cell_words for word in LONG_ACCOUNT.split())
     assert len(block[0]) > 60 and "Limited," not in block[0]  # the account wrapped
+
+
+@pytest.mark.parametrize("width", [56, 60, 64])
+def test_narrow_columns_wrap_between_words_never_inside_one(width: int) -> None:
+    data = summary(dry_run=True)
+    texts = [cells(row, dry=True) for row in data["subscriptions"]]
+    words = {w for text in texts for cell in text.values() for w in cell.split()}
+    words |= {word for title, _, _ in COLUMNS for word in title.split()}
+
+    table = text_of(data, width).split("\n\n", 1)[1]  # past the header lines
+    printed = set(table.split())
+
+    def whole(word: str) -> bool:  # or broken only after a hyphen: `existing-` `subscription`
+        return word in printed or set(re.split(r"(?<=\w-)(?=\w)", word)) <= printed
+
+    assert [word for word in sorted(words) if not whole(word)] == []
+    assert max(len(line) for line in table.splitlines()) <= width
+
+
+def test_a_word_longer_than_its_column_is_still_broken_to_fit() -> None:
+    data = summary(dry_run=True)
+    for row in data["subscriptions"]:
+        row["subscriptionName"] = "Supercalifragilisticexpialidocious-Enterprise-Agreement-Plan"
+
+    text = text_of(data, 52)
+
+    assert max(len(line) for line in text.splitlines()) <= 52
+    assert "Supercalifragilisticexpialidocious" not in text  # longer than any column here
 
 
 def test_names_not_ids_and_ids_only_when_asked() -> None:

@@ -286,10 +286,13 @@ class ManagedIdentityTokenProvider:
         if managed_identity.get_managed_identity_source() is not managed_identity.APP_SERVICE:
             raise AuthError(
                 self._service,
-                f"no managed-identity endpoint for {self._service}: IDENTITY_ENDPOINT and "
-                "IDENTITY_HEADER are not in this process's environment (Azure sets them when "
-                "the Function App has an identity; MSAL reads them from there alone)",
+                f"configuration error, no request sent: {self._service} is set to use the "
+                "managed identity, but IDENTITY_ENDPOINT and IDENTITY_HEADER are not in this "
+                "process's environment (Azure sets them when the Function App has an identity; "
+                "MSAL reads them from there alone): run it on Azure, or use a client secret or "
+                "certificate here (docs/identity.md)",
                 code="no-identity-endpoint",
+                configuration=True,
             )
         try:
             result = self._msal().acquire_token_for_client(resource=self._resource)

@@ -67,10 +67,19 @@ def _expiry(credential: Credential) -> CredentialExpiry | str:
         setting=setting,
         expires_at=credential.secret_expires,
         fix=(
-            f"add a new client secret to {app}, then set {prefix}_CLIENT_SECRET to it and "
-            f"{setting} to its end date"
+            # On Azure the secret setting is a Key Vault reference (infra/main.bicep): the new
+            # value goes into the Key Vault secret, not over the reference.
+            f"add a new client secret to {app}, then put it in the Key Vault secret that "
+            f"{prefix}_CLIENT_SECRET references ({_vault_secret(prefix)} in the template), or "
+            f"in the setting itself, and set {setting} to its end date"
         ),
     )
+
+
+def _vault_secret(prefix: str) -> str:
+    """The Key Vault secret infra/main.bicep keeps a client secret in: WORK365 ->
+    work365-client-secret, WORK365_PC -> work365-pc-client-secret."""
+    return f"{prefix.lower().replace('_', '-')}-client-secret"
 
 
 def _certificate_expiry(credential: Credential, prefix: str, app: str) -> CredentialExpiry | str:

@@ -21,6 +21,7 @@ from work365_fn.rules.landing import (
     LandingRules,
     LandingRulesError,
     parse_landing_rules,
+    value_type_problem,
 )
 
 
@@ -53,30 +54,49 @@ def landing_column_checks(
     client: DataverseClient, schema: Schema, rules: LandingRules | None
 ) -> list[SchemaCheck]:
     """One check per contract column the rules select by (none without rules), like the
-    columns of the schema map."""
+    columns of the schema map: the column exists, and every rule's `equals` fits its type
+    (AttributeType from the metadata): "Arrears" against a choice column would otherwise match
+    no contract, silently, everywhere."""
     if rules is None or not rules.columns:
         return []
     table = schema.billing_contract.table
     try:
-        attributes = {str(a.get("LogicalName", "")).lower() for a in client.attributes(table)}
+        types = {
+            str(a.get("LogicalName", "")).lower(): str(a.get("AttributeType") or "")
+            for a in client.attributes(table)
+        }
     except NotFoundError:
-        attributes = set()
+        types = {}
     except ApiError as exc:
         return [
             SchemaCheck(f"{table}.{c} (landing rules)", False, f"cannot read metadata: {exc}")
             for c in rules.columns
         ]
-    checks = []
-    for column in rules.columns:
-        users = ", ".join(r.label for r in rules.rules_using(column))
-        found = column in attributes
-        detail = (
-            f"present (selected by {users})"
-            if found
-            else f"no column {column} on {table}: {users}, field 'contract.column'"
+    return [_column_check(table, column, types, rules) for column in rules.columns]
+
+
+def _column_check(
+    table: str, column: str, types: dict[str, str], rules: LandingRules
+) -> SchemaCheck:
+    users = rules.rules_using(column)
+    name = f"{table}.{column} (landing rules)"
+    labels = ", ".join(r.label for r in users)
+    if column not in types:
+        return SchemaCheck(
+            name, False, f"no column {column} on {table}: {labels}, field 'contract.column'"
         )
-        checks.append(SchemaCheck(f"{table}.{column} (landing rules)", found, detail))
-    return checks
+    problems = []
+    for rule in users:
+        assert rule.contract is not None
+        problem = value_type_problem(types[column], rule.contract.equals)
+        if problem:
+            problems.append(
+                f"{rule.label}, field 'contract.equals': {rule.contract.equals!r} cannot match "
+                f"{table}.{column}, {problem}"
+            )
+    if problems:
+        return SchemaCheck(name, False, "; ".join(problems))
+    return SchemaCheck(name, True, f"present, {types[column]} (selected by {labels})")
 
 
 def require_landing_columns(

@@ -249,10 +249,9 @@ def failure_fields(exc: BaseException | None) -> dict[str, object]:
                 "request_id": exc.request_id,
             }
         )
-    if isinstance(exc, AuthError):  # a refused credential is a 401; an unreachable authority not
-        status = 503 if exc.transient else 401
+    if isinstance(exc, AuthError):  # 401 refused, 503 unreachable, 0 never sent (AuthError)
         return _with_dimensions(
-            {"service": exc.service, "status": status, "error_code": exc.code or "auth"}
+            {"service": exc.service, "status": exc.status, "error_code": exc.code or "auth"}
         )
     return {}
 

@@ -265,6 +265,7 @@ def apply_backfill(
         columns=deps.table.billing_references,
         journal=_journal(deps.run_store, bf.run_id, clock),
         rlog=rlog,
+        contract_names=contract_names_read(bf.world.contracts, bf.world.records),
     )
     writing.journal.set_status("running")
     for item in eligible:
@@ -287,6 +288,7 @@ class _Writing:
     columns: Sequence[str]
     journal: Journal
     rlog: RunLog
+    contract_names: Mapping[str, str]  # for the journal: undo names what it clears
 
 
 def _write(writing: _Writing, bf: BackfillPlan, item: Item) -> None:
@@ -297,9 +299,11 @@ def _write(writing: _Writing, bf: BackfillPlan, item: Item) -> None:
         entry = journal.add(
             {
                 "recordId": record.id.lower(),
+                "recordName": record.name,
                 "subscriptionId": item.subscription_id,
                 "customerId": item.customer_id,
                 "contractId": item.contract_id,
+                "contractName": writing.contract_names.get(item.contract_id.lower()),
                 "previousContractId": None,
                 "operation": "updated",
                 "navigation": bindings.billing_contract_nav,

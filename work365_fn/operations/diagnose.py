@@ -51,7 +51,12 @@ from work365_fn.rules import (
     resolve_account,
 )
 from work365_fn.rules import fixes as sentences
-from work365_fn.rules.expiry import FAIL_DAYS, CredentialExpiry, expiry_failures
+from work365_fn.rules.expiry import (
+    FAIL_DAYS,
+    CredentialExpiry,
+    expiry_failures,
+    expiry_fixes,
+)
 from work365_fn.rules.fixes import Namer, label
 from work365_fn.rules.landing import LandingRules, Verdict, verdict_json
 from work365_fn.rules.model import (
@@ -421,7 +426,8 @@ class _Diagnosis:
     def _partner_center_check(self, detail: str, fix: str) -> None:
         refs = []
         if self.customer_id:
-            refs.append(record_ref("partnerCenter.customer", self.customer_id, ""))
+            name = self.customer.company_name if self.customer else ""  # "" when not listed
+            refs.append(record_ref("partnerCenter.customer", self.customer_id, name))
         self.partner_center_checks.append(DiagnosisCheck(PARTNER_CENTER, False, refs, fix, detail))
 
     # ---- output --------------------------------------------------------------------------
@@ -700,6 +706,11 @@ def subscription_account_check(f: Findings) -> DiagnosisCheck:
 
 def multiple_defaults_check(f: Findings) -> DiagnosisCheck:
     """(4) no Account the mapping names has several active defaults (`landing_contract`)."""
+    if not f.accounts:  # said why, never "no Account has more than one" (none was checked)
+        return skipped(
+            "multiple-defaults",
+            "not checked: the customer maps to no Account (see the Provider Account checks)",
+        )
     several = {
         a: f.defaults_of(a) for a in f.accounts if f.landing(a) is Reason.MULTIPLE_DEFAULT_CONTRACTS
     }
@@ -716,7 +727,6 @@ def multiple_defaults_check(f: Findings) -> DiagnosisCheck:
             f"'{f.account_name(a)}' has {len(cs)} active defaults" for a, cs in several.items()
         )
         or "no Account has more than one active default",
-        skipped=not f.accounts,
     )
 
 
@@ -731,7 +741,7 @@ def credentials_checks(expiries: Sequence[CredentialExpiry], now: datetime) -> l
             "credentials",
             not failing,
             [],
-            " ".join(failing),
+            "; ".join(expiry_fixes(expiries, now)),  # the fix only: `detail` says the state
             "; ".join(e.state(now) for e in sorted(expiries, key=lambda e: e.expires_at))
             + ("" if failing else f" (fails {FAIL_DAYS} days before)"),
         )

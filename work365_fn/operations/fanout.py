@@ -418,7 +418,7 @@ def aggregate_run(
     )
     _advance_watermark(store, run_id, started, aggregation.pending_customers())
     if store.put_new(run_id, CLAIM, {"runId": run_id, "at": line["finishedAt"]}):
-        log_summary_json(line)
+        log_summary_json(aggregation.notification())  # with its unassigned and failed rows
         deps.notify(aggregation.notification())
     return line
 

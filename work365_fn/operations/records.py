@@ -9,7 +9,8 @@ as the sync's plan) and write with the sync's writer (`If-Match`, notes, the und
 
 Per record: 5 Dataverse reads (the record, the Provider Accounts of its Account, those of its
 customer, the records of its subscription id, the contracts) and 1 Partner Center read; the
-writes of one request go in one `$batch`. The setting and cutoff are read through `setting`,
+writes of one request go in one `$batch`; per request, one read of the app storage (the
+customers' names the last full run kept). The setting and cutoff are read through `setting`,
 which the composition root caches per worker (docs/events.md).
 
 A record that does not exist, or is not a provider subscription (no provider subscription id),

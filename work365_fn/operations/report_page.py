@@ -400,6 +400,8 @@ def _setting(report: Mapping[str, Any]) -> str:
         if since
         else "not known (no cutoff: no subscription counts as new)"
     )
+    if setting.get("read") is False:  # the report failed before it read the setting
+        on = cutoff = "not read"
     return (
         '<section aria-labelledby="setting-h"><h2 id="setting-h">The setting</h2><dl>'
         f'<dt>Associate Default Billing Contract</dt><dd id="setting-value">{on}</dd>'

@@ -156,7 +156,7 @@ def write_journaled(
             break
         size = max(writer.batch_size, 100)
         chunk, todo = todo[:size], todo[size:]
-        entries = [_pending(decisions[i], journal.navigation) for i in chunk]
+        entries = [_pending(decisions[i], journal.navigation, writer) for i in chunk]
         try:
             book.add_all(entries)
         except Work365Error as exc:
@@ -179,18 +179,21 @@ def write_journaled(
     return final
 
 
-def _pending(decision: Decision, navigation: str) -> dict[str, Any]:
+def _pending(decision: Decision, navigation: str, writer: BatchWriter) -> dict[str, Any]:
     record = decision.record
     return {
         "recordId": record.id.lower() if record is not None else None,
+        # The names at write time, so that undo (and a second undo) can name what it clears.
+        "recordName": record.name if record is not None else "",
         "subscriptionId": decision.subscription.id.lower(),
         "customerId": decision.subscription.customer_id.lower(),
         "contractId": decision.contract_id,
+        "contractName": writer.contract_name(decision.contract_id),
         "previousContractId": None,  # a run only sets empty lookups
         "operation": "updated" if decision.action is Action.ASSIGN else "created",
         "navigation": navigation,
         "etagBefore": record.etag if record is not None else None,
-        "etagAfter": None,  # a $batch part's answer is not read for it
+        "etagAfter": None,  # `_settle`: the write's answer's ETag, when it carries one
         "state": "pending",
     }
 
@@ -204,11 +207,15 @@ def _settle(entry: dict[str, Any], after: Decision) -> None:
         entry.update(state="conflict")
     else:
         record = after.record
+        # The ETag the write's answer carried (BatchWriter puts it on the record), null when it
+        # carried none: docs/undo.md, "etagAfter".
+        etag = record.etag if record is not None else None
         entry.update(
             state="assigned",
             operation="updated" if after.action is Action.ASSIGN else "created",
             recordId=record.id.lower() if record is not None else None,
             contractId=after.contract_id,
+            etagAfter=etag if etag and etag != entry.get("etagBefore") else None,
         )
 
 
@@ -380,9 +387,10 @@ def _item(entry: dict[str, Any]) -> dict[str, Any]:
         "customerId": entry.get("customerId"),
         "subscriptionId": entry.get("subscriptionId"),
         "recordId": str(record_id).lower() if record_id else None,
-        "recordName": "",
+        "recordName": str(entry.get("recordName") or ""),
         "accountId": None,
         "billingContractId": entry.get("contractId"),
+        "billingContractName": entry.get("contractName") or None,
         "action": "none",
         "reason": "undo",
         "result": "skipped",
@@ -407,7 +415,7 @@ def _undo_one(undo: _Undo, journal: Journal, entry: dict[str, Any]) -> dict[str,
         record, _ = undo.deps.repository.record_row(item["recordId"])
     except NotFoundError:
         return _skip(item, "deleted", "the record no longer exists")
-    item["recordName"] = record.name
+    item["recordName"] = record.name or item["recordName"]
     item["accountId"] = (record.account_id or "").lower() or None
     if _left_alone(undo, journal, entry, record, item):
         return item
@@ -513,7 +521,9 @@ def _clear(
     navigation = str(entry.get("navigation") or "")
     undo.mark(journal, entry, "pending")
     try:
-        _clear_lookup(undo, record_id, navigation, record.etag, contract)
+        _clear_lookup(
+            undo, record_id, navigation, record.etag, contract, item["billingContractName"]
+        )
     except ConflictError:
         undo.mark(journal, entry, "changed")
         _skip(
@@ -527,7 +537,8 @@ def _clear(
         item.update(result="failed", why="failed", message=str(exc))
         undo.errors.append(_error_json(exc, item["customerId"]))
         return
-    undo.mark(journal, entry, "cleared", state="undone")
+    # The record's name kept on the entry: a second undo names it without reading it.
+    undo.mark(journal, entry, "cleared", state="undone", recordName=item["recordName"])
     undo.record(item, entry, record.etag)
     undo.rlog.info(
         "record %s: contract %s cleared (undo of %s)", record_id, contract, undo.request.undo_of
@@ -535,7 +546,14 @@ def _clear(
     item["result"] = "cleared"
 
 
-def _clear_lookup(undo: _Undo, record_id: str, navigation: str, etag: str, contract: str) -> None:
+def _clear_lookup(
+    undo: _Undo,
+    record_id: str,
+    navigation: str,
+    etag: str,
+    contract: str,
+    contract_name: str | None,
+) -> None:
     """The conditional clear; with notes on, the clear and its note in one change set (both
     happen or neither; a 412 leaves no note)."""
     repo = undo.deps.repository
@@ -544,7 +562,10 @@ def _clear_lookup(undo: _Undo, record_id: str, navigation: str, etag: str, contr
         repo.clear_contract(record_id, navigation, etag=etag)
         return
     note = note_for_undo(
-        undone_run_id=undo.request.undo_of, run_id=undo.run_id, contract_id=contract
+        undone_run_id=undo.request.undo_of,
+        run_id=undo.run_id,
+        contract_id=contract,
+        contract_name=contract_name,
     )
     repo.write_with_note(
         repo.clear_operation(record_id, navigation, etag=etag),

@@ -106,6 +106,10 @@ class BatchWriter:
         )
         self._contract_names = contract_names_read(world.contracts, world.records)
 
+    def contract_name(self, contract_id: str | None) -> str | None:
+        """The name the reads gave this contract (None when unknown): for the run's journal."""
+        return self._contract_names.get(contract_id.lower()) if contract_id else None
+
     def write(self, decisions: Sequence[Decision]) -> list[Decision]:
         """The decisions after writing: writes that failed become `error`, created records
         carry their id, re-decided ones carry their new reason. Order is kept."""
@@ -284,7 +288,9 @@ class BatchWriter:
                 d.record.id,
                 d.contract_id,
             )
-            return d
+            # The new ETag when the part's answer carries one (the journal's etagAfter); Microsoft
+            # documents a bare 204 for an update, so most often it does not (docs/undo.md).
+            return replace(d, record=replace(d.record, etag=result.etag)) if result.etag else d
         assert item.address is not None
         record_id = self._repo.created_record_id(item.address, result.body, self._bindings)
         return None if record_id is None else self._created(d, record_id)

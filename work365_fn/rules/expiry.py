@@ -90,5 +90,12 @@ def expiry_failures(expiries: Iterable[CredentialExpiry], now: datetime) -> list
     return [e.sentence(now) for e in _soonest(expiries) if e.within(now, FAIL_DAYS)]
 
 
+def expiry_fixes(expiries: Iterable[CredentialExpiry], now: datetime) -> list[str]:
+    """What to do about each credential of `expiry_failures`, without the state sentence
+    (diagnose's `fix:` line; its `detail` already says when each expires)."""
+    fixes = [e.fix for e in _soonest(expiries) if e.within(now, FAIL_DAYS)]
+    return list(dict.fromkeys(fixes))
+
+
 def _soonest(expiries: Iterable[CredentialExpiry]) -> list[CredentialExpiry]:
     return sorted(expiries, key=lambda e: (e.expires_at, e.setting))

@@ -161,10 +161,13 @@ def landing_fix(reason: Reason, account_name: str, message: str = "") -> str:
             f"(or create one), or change the rule in {RULES_SETTING}."
         )
     if reason is Reason.MULTIPLE_LANDING_CONTRACTS:
+        # Never "set Is Default on one of them": the Account may already have its default
+        # elsewhere, and a second one would stop every default-contract decision for it.
         return (
-            f"Change the column value on (or deactivate) all but one of the contracts of "
-            f"{account} that {rule} selects; or set Is Default = Yes on exactly one of them, "
-            "which also makes it the Account's default contract."
+            f"Make {rule} pick exactly one contract: change the column value on (or "
+            f"deactivate) all but one of the contracts of {account} it picks. If one of them "
+            "should be the Account's default contract anyway, move Is Default = Yes to it (off "
+            "the current default: an Account has exactly one), never add a second."
         )
     return (
         f"Nothing to fix: {rule} leaves it unassigned on purpose. Assign it by hand if it is "

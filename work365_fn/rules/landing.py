@@ -286,6 +286,50 @@ def same_value(actual: object, wanted: Scalar) -> bool:
     return isinstance(actual, int | float) and actual == wanted
 
 
+# What `equals` must be for each column type (AttributeMetadata.AttributeType, the
+# AttributeTypeCode names: https://learn.microsoft.com/power-apps/developer/data-platform/webapi/reference/attributetypecode).
+# A choice (Picklist), State or Status column reads as its option's number, never its label.
+_WHOLE_NUMBER_TYPES = ("Picklist", "State", "Status", "Integer", "BigInt")
+_NUMBER_TYPES = ("Decimal", "Double", "Money")
+_TEXT_TYPES = ("String", "Memo", "EntityName")
+# Lookups read as `_<column>_value`, not by their logical name, so a rule cannot select by one;
+# the others hold no single comparable value.
+_UNSUPPORTED_TYPES = {
+    "Lookup": "a lookup",
+    "Customer": "a customer lookup",
+    "Owner": "an owner lookup",
+    "PartyList": "a party list",
+    "DateTime": "a date and time",
+    "Virtual": "a virtual column",
+}
+
+
+def value_type_problem(attribute_type: str, equals: Scalar) -> str | None:
+    """None when a rule's `equals` can match a column of this AttributeType; else what the
+    column needs instead (for the error naming the rule and the field)."""
+    is_number = isinstance(equals, int | float) and not isinstance(equals, bool)
+    if attribute_type in _WHOLE_NUMBER_TYPES:
+        ok = is_number and float(equals).is_integer()
+        kind = "a choice" if attribute_type in ("Picklist", "State", "Status") else "a whole number"
+        return None if ok else f"{kind} ({attribute_type}) column: give its number, like 2"
+    if attribute_type in _NUMBER_TYPES:
+        return None if is_number else f"a number ({attribute_type}) column: give a number"
+    if attribute_type == "Boolean":
+        ok = isinstance(equals, bool)
+        return None if ok else "a yes/no (Boolean) column: give true or false"
+    if attribute_type in _TEXT_TYPES:
+        ok = isinstance(equals, str)
+        return None if ok else f"a text ({attribute_type}) column: give a string"
+    if attribute_type == "Uniqueidentifier":
+        ok = isinstance(equals, str) and is_guid(equals)
+        return None if ok else "a unique identifier (Uniqueidentifier) column: give a GUID"
+    what = _UNSUPPORTED_TYPES.get(attribute_type, f"a {attribute_type or 'untyped'} column")
+    return (
+        f"{what} ({attribute_type or 'no AttributeType'}), which a rule cannot select by: "
+        "use a choice, yes/no, text or number column"
+    )
+
+
 def selected(rule: LandingRule, active: Iterable[BillingContract]) -> list[BillingContract]:
     """The Account's active contracts the rule's selector picks."""
     assert rule.contract is not None

@@ -7,6 +7,7 @@ Also the words every output of a run uses for it (the CLI table, the Teams card,
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -16,6 +17,7 @@ from work365_fn.rules.association import Decision
 from work365_fn.rules.fixes import Namer
 from work365_fn.rules.model import AssociationSetting, ProviderAccount
 from work365_fn.rules.reasons import (
+    LISTED,
     ON_A_CONTRACT,
     Action,
     Group,
@@ -95,10 +97,9 @@ class RunSummary:
         }
 
     def log_line(self) -> dict[str, Any]:
-        """What goes to the logs: everything but the per-subscription list (32 KB limit)."""
-        full = self.to_json()
-        full.pop("subscriptions")
-        return full
+        """What goes to the logs (`log_record`): the counts, and capped lists of the rows that
+        need someone (unassigned, failed), the errors and the skipped customers."""
+        return log_record(self.to_json())
 
 
 def decision_json(d: Decision, namer: Namer | None = None) -> dict[str, Any]:
@@ -147,6 +148,80 @@ def accounts_to_name(
         if pa.account_id and (pa.customer_id or "").lower() in customers:
             wanted.add(pa.account_id.lower())
     return sorted(wanted)
+
+
+# ---- the log record ----------------------------------------------------------------------------
+
+# Application Insights keeps at most 32,768 characters of a trace's message
+# (https://learn.microsoft.com/azure/azure-monitor/app/data-model-complete#trace): a longer
+# summary would be cut, its JSON would no longer parse, and the run would vanish from the
+# workbook and the alerts. The logged JSON stays under LOG_JSON_BUDGET characters (ASCII: the
+# JSON escapes every other character), leaving room for the prefix and the sentence.
+LOG_JSON_BUDGET = 16_000
+LOG_LIST_ITEMS = 20  # rows of each capped list: the first ones, then "and N more" in `notLogged`
+LOG_TEXT_CHARS = 300  # longer texts (error messages, names) end in "..."
+LOG_ROW_FIELDS = (
+    "customerId",
+    "customerName",
+    "subscriptionId",
+    "subscriptionName",
+    "accountName",
+    "reason",
+    "fix",
+    "message",
+)
+# The capped lists of the log record, in the order they give way when the JSON is too long.
+LOG_LISTS = ("needsAttention", "skippedCustomers", "errors", "warnings")
+
+
+def log_record(summary: Mapping[str, Any]) -> dict[str, Any]:
+    """The run summary as the logs carry it: everything but `subscriptions`, plus
+    `needsAttention`, the unassigned and failed rows (names, reason, fix). Each list keeps its
+    first LOG_LIST_ITEMS items, each text LOG_TEXT_CHARS characters; `notLogged` says how many
+    items of each list were left out ({} when none), and the lists shrink further until the JSON
+    fits LOG_JSON_BUDGET. Takes a summary's JSON with or without `subscriptions` (a record it
+    made itself comes back the same)."""
+    out = {k: v for k, v in summary.items() if k != "subscriptions"}
+    rows = summary.get("subscriptions")
+    if isinstance(rows, list):
+        listed = [r for r in rows if isinstance(r, dict) and r.get("reason") in _LISTED]
+        out["needsAttention"] = [{k: r.get(k) for k in LOG_ROW_FIELDS if k in r} for r in listed]
+    out.setdefault("needsAttention", [])
+    left_out = dict(out.get("notLogged") or {})
+    full = {name: _as_list(out.get(name)) for name in LOG_LISTS}
+    keep = dict.fromkeys(LOG_LISTS, LOG_LIST_ITEMS)
+    while True:
+        for name in LOG_LISTS:
+            out[name] = [_short(item) for item in full[name][: keep[name]]]
+        out["notLogged"] = {
+            name: left_out.get(name, 0) + len(full[name]) - len(out[name])
+            for name in LOG_LISTS
+            if left_out.get(name, 0) + len(full[name]) - len(out[name])
+        }
+        if len(json.dumps(out, separators=(",", ":"))) <= LOG_JSON_BUDGET:
+            return out
+        widest = max(LOG_LISTS, key=lambda n: (len(out[n]) > 0, len(json.dumps(out[n]))))
+        if not out[widest]:  # nothing left to drop: the texts are as short as they get
+            return out
+        keep[widest] = len(out[widest]) // 2
+
+
+_LISTED = frozenset(r.value for r in LISTED)
+
+
+def _as_list(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, list) else []
+
+
+def _short(item: Any) -> Any:
+    """`item` with every text cut to LOG_TEXT_CHARS characters."""
+    if isinstance(item, str):
+        return item if len(item) <= LOG_TEXT_CHARS else item[: LOG_TEXT_CHARS - 3] + "..."
+    if isinstance(item, dict):
+        return {k: _short(v) for k, v in item.items()}
+    if isinstance(item, list):
+        return [_short(v) for v in item]
+    return item
 
 
 # ---- the words of a run ------------------------------------------------------------------------
@@ -208,12 +283,27 @@ def run_sentence(summary: Mapping[str, Any]) -> str:
 
 
 def setting_json(setting: AssociationSetting | None) -> dict[str, Any]:
-    """The `setting` object of the run summary, the report and the diagnosis."""
+    """The `setting` object of the run summary, the report and the diagnosis. `read` is false
+    when the run stopped before it read the setting (a refused or failed run): then the other
+    fields say nothing about the organisation."""
     return {
         "associateDefaultBillingContract": bool(setting and setting.enabled),
         "since": format_timestamp(setting.since) if setting and setting.since else None,
         "sinceSource": setting.since_source if setting else None,
+        "read": setting is not None,
     }
+
+
+def setting_words(setting: Mapping[str, Any]) -> str:
+    """The `setting:` line of the CLI's outputs, from a `setting` object: "not read" when the
+    run never read it (never "No, cutoff None" for a setting nobody looked at)."""
+    if setting.get("read") is False:
+        return "setting: not read (the run stopped before reading it)"
+    return (
+        "setting: Associate Default Billing Contract = "
+        f"{'Yes' if setting.get('associateDefaultBillingContract') else 'No'}, cutoff "
+        f"{setting.get('since')} (from {setting.get('sinceSource')})"
+    )
 
 
 def sorted_decisions(decisions: list[Decision]) -> list[Decision]:
@@ -231,8 +321,10 @@ __all__ = [
     "count_label",
     "counts_sentence",
     "decision_json",
+    "log_record",
     "run_kind",
     "run_sentence",
     "setting_json",
+    "setting_words",
     "sorted_decisions",
 ]

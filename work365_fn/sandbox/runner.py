@@ -36,6 +36,7 @@ from .dataverse import DataverseEmulator
 from .faults import FaultSet, Limiter, Limits, parse_rules
 from .identity import ASSERTION_AUDIENCE, IdentityEmulator, ManagedIdentity
 from .partner_center import PC_AUDIENCE, PartnerCenterEmulator
+from .provider_sync import FROM_PROVIDER_ACCOUNTS, ProviderSync
 from .scenario import Scenario, ScenarioError
 from .server import SandboxServer
 from .tls import make_certificate
@@ -57,6 +58,18 @@ SERVE_CLIENT_SECRET = "local-sandbox-secret-not-a-real-credential"  # noqa: S105
 SERVE_TLS_DIR = ".sandbox/tls"
 DEFAULT_SCHEMA = Schema()
 DEFAULT_LIMITS = Limits()
+
+
+def _make_folder_of(db_path: str) -> None:
+    """The state file's folder (the CLI refuses a missing one first: docs/cli.md#files-and-folders);
+    a path through a file or a folder that cannot be made is a ScenarioError, one line."""
+    try:
+        Path(db_path).parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ScenarioError(
+            f"state file {db_path}: cannot make its folder ({exc.strerror or exc}): "
+            "pass another --state path"
+        ) from None
 
 
 class DataverseLike(Emulator, Protocol):
@@ -137,7 +150,7 @@ class Sandbox:
                 db_path = os.path.abspath(state_path)
                 seed = not os.path.exists(db_path)
                 if seed:
-                    Path(db_path).parent.mkdir(parents=True, exist_ok=True)
+                    _make_folder_of(db_path)
                     created_state = db_path
             if seed:
                 rules = parse_rules(scenario.faults, "scenario")
@@ -292,6 +305,54 @@ class Sandbox:
 
     def reset_counts(self) -> None:
         self._server.counts.reset()
+
+    def provider_sync(
+        self,
+        customer_id: str,
+        subscription_id: str,
+        *,
+        record_id: str | None = None,
+        account_id: str | None = FROM_PROVIDER_ACCOUNTS,
+        created_on: str | None = None,
+    ) -> str:
+        """Work 365's provider sync for one Partner Center subscription: its Dataverse record
+        created through the emulator's Web API create path (the webhook event fires); returns
+        the record id. provider_sync.py says what the record carries."""
+        sync = ProviderSync(
+            self.dataverse,
+            self.partner_center,
+            self.tokens,
+            dataverse_url=self.env["WORK365_DATAVERSE_URL"],
+            partner_center_audience=PC_AUDIENCE,
+            schema=getattr(self.dataverse, "schema", None) or Schema(),
+        )
+        return sync.sync(
+            customer_id,
+            subscription_id,
+            record_id=record_id,
+            account_id=account_id,
+            created_on=created_on,
+        )
+
+    def order(
+        self,
+        customer_id: str,
+        item: dict[str, Any],
+        *,
+        record_id: str | None = None,
+        account_id: str | None = FROM_PROVIDER_ACCOUNTS,
+        created_on: str | None = None,
+    ) -> str:
+        """A Partner Center order (`partner_center.add_subscription`), then the provider sync
+        that makes its record: returns the record id."""
+        self.partner_center.add_subscription(customer_id, item)
+        return self.provider_sync(
+            customer_id,
+            str(item["id"]),
+            record_id=record_id,
+            account_id=account_id,
+            created_on=created_on,
+        )
 
     def expire_tokens(self) -> None:
         """Make every token issued so far invalid (401 "token expired"), as if time had passed."""

@@ -144,7 +144,7 @@ class Scenario:
 
     @classmethod
     def builtin(cls, name: str) -> Scenario:
-        """A scenario shipped in sandbox/scenarios/<name>.json (demo, setting-off, renamed)."""
+        """A scenario shipped in sandbox/scenarios/<name>.json (the names: `builtin_names()`)."""
         ref = resources.files("work365_fn.sandbox").joinpath("scenarios", f"{name}.json")
         try:
             data = ref.read_bytes()

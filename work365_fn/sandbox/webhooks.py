@@ -2,7 +2,7 @@
 row of its table is created (or updated, on its filtering attributes), as an asynchronous step.
 
     box.webhooks.register(WebhookStep(url, key, table="work365_subscription"))
-    ... a row is created (Web API POST, upsert PATCH, $batch, or a scenario's provider sync) ...
+    ... a row is created (Web API POST, upsert PATCH, $batch, or box.provider_sync(...)) ...
     box.webhooks.deliver_pending()   # or start() a background worker, as Dataverse's async service
 
 What is sent follows Microsoft's documentation ("Use webhooks to create external handlers for
@@ -12,8 +12,10 @@ for asynchronous, Stage 40 post-operation, OutputParameters `id` on Create), the
 x-ms-dynamics-organization, x-ms-dynamics-entity-name, x-ms-dynamics-request-name,
 x-ms-correlation-request-id and x-request-id, and for WebhookKey authentication the key as
 `?code=`. Events are raised after the write commits (a rolled-back change set raises none).
-A 502, 503 or 504 (or no answer) is tried again after a back-off; the sleep is injected.
-https://learn.microsoft.com/power-apps/developer/data-platform/use-webhooks
+Retries as documented ("Troubleshoot WebHook registrations"): any answer outside 2xx, or none
+within 60 s, fails the step, except a 502, 503 or 504, after which "the WebHook service will
+make one more attempt": one, after a back-off (the sleep is injected).
+https://learn.microsoft.com/power-apps/developer/data-platform/use-webhooks#troubleshoot-webhook-registrations
 https://learn.microsoft.com/power-apps/developer/data-platform/register-web-hook
 """
 
@@ -35,7 +37,9 @@ import requests
 
 log = logging.getLogger(__name__)
 
-RETRY_STATUSES = frozenset({0, 502, 503, 504})
+# The only answers Dataverse tries a step again after, and how many times more (its docs).
+RETRY_STATUSES = frozenset({502, 503, 504})
+RETRY_BACKOFF = (1.0,)  # one more attempt; Microsoft does not say after how long
 ENTITY_TYPE = "Entity:http://schemas.microsoft.com/xrm/2011/Contracts"
 REFERENCE_TYPE = "EntityReference:http://schemas.microsoft.com/xrm/2011/Contracts"
 ORGANIZATION_ID = "4ef5b371-e89e-e711-8122-000d3aa2331c"
@@ -168,7 +172,7 @@ class WebhookDelivery:
         *,
         post: Poster | None = None,
         sleep: Callable[[float], None] = time.sleep,
-        backoff: Sequence[float] = (1.0, 5.0),
+        backoff: Sequence[float] = RETRY_BACKOFF,
         monotonic: Callable[[], float] = time.monotonic,
         timeout: float = 60.0,
     ) -> None:

@@ -31,6 +31,21 @@ LAUNCH_ARGS = [
 ]
 
 
+# The test run's own variables (where screenshots go, which browser, whether one is required):
+# clearing the app's WORK365_ settings for a test keeps them.
+HARNESS_VARIABLES = frozenset(
+    {"WORK365_ARTIFACTS_DIR", "WORK365_CHROMIUM", "WORK365_REQUIRE_BROWSER"}
+)
+APP_SETTING_PREFIXES = ("WORK365_", "AzureWebJobsStorage", "WEBSITE_")
+
+
+def clear_app_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Remove the machine's app settings for one test, never the harness's own variables."""
+    for key in list(os.environ):
+        if key.startswith(APP_SETTING_PREFIXES) and key not in HARNESS_VARIABLES:
+            monkeypatch.delenv(key)
+
+
 def artifacts_dir() -> Path:
     folder = Path(os.environ.get("WORK365_ARTIFACTS_DIR") or ROOT / ".artifacts")
     folder.mkdir(parents=True, exist_ok=True)

@@ -14,6 +14,7 @@ import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,6 +24,7 @@ from tests.azurite import StorageNames
 from tests.e2e.browser.support import (
     artifacts_dir,
     browser,
+    clear_app_settings,
     open_page,
     serious_violations,
 )
@@ -124,9 +126,7 @@ class Served:
 def serve(
     monkeypatch: pytest.MonkeyPatch, scenario: Scenario, storage: StorageNames | None
 ) -> Iterator[Served]:
-    for key in list(os.environ):
-        if key.startswith(("WORK365_", "AzureWebJobsStorage", "WEBSITE_")):
-            monkeypatch.delenv(key)
+    clear_app_settings(monkeypatch)  # WORK365_ARTIFACTS_DIR stays: the screenshots follow it
     with Sandbox.start(scenario) as box:
         settings = {**box.env, "WORK365_RUN_SIGNING_KEY": SIGNING_KEY}
         settings.update(storage.settings if storage else {})
@@ -146,6 +146,20 @@ def demo(monkeypatch: pytest.MonkeyPatch, storage: StorageNames) -> Iterator[Ser
 @pytest.fixture
 def hidden(monkeypatch: pytest.MonkeyPatch) -> Iterator[Served]:
     yield from serve(monkeypatch, hidden_names(), None)
+
+
+def test_the_served_app_runs_on_clean_settings_and_the_screenshots_go_where_asked(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("WORK365_ARTIFACTS_DIR", str(tmp_path / "shots"))
+    monkeypatch.setenv("WORK365_BATCH_SIZE", "7")  # the machine's setting: never the app's here
+    served = serve(monkeypatch, hidden_names(), None)
+    next(served)
+    try:
+        assert artifacts_dir() == tmp_path / "shots"
+        assert os.environ.get("WORK365_BATCH_SIZE") is None
+    finally:
+        served.close()
 
 
 # ---- reading the page -----------------------------------------------------------------------

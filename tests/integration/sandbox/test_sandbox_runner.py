@@ -13,6 +13,7 @@ import pytest
 import requests
 
 from work365_fn.sandbox import Sandbox, Scenario
+from work365_fn.sandbox.core import ScenarioError
 from work365_fn.sandbox.partner_center import PC_AUDIENCE
 from work365_fn.sandbox.runner import serve
 
@@ -93,6 +94,16 @@ def test_state_file_keeps_writes_across_starts(tmp_path: Path) -> None:
         assert record_row(box, RECORD)["work365_name"] == "kept"  # the scenario was ignored
         demo_records = len(Scenario.builtin("demo").subscriptions)
         assert len(box.dataverse.rows("work365_subscriptions")) == demo_records
+
+
+def test_a_state_path_through_a_file_is_one_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("", encoding="utf-8")
+    state = tmp_path / "afile" / "s.sqlite"
+
+    with pytest.raises(
+        ScenarioError, match=r"state file .*afile/s\.sqlite: cannot make its folder"
+    ):
+        Sandbox.start(Scenario.builtin("demo"), state_path=str(state))
 
 
 def test_serve_prints_the_connection_settings() -> None:

@@ -23,7 +23,7 @@ from work365_fn.adapters.schema_discovery import Status
 from work365_fn.adapters.storage import LeaseTakenError
 from work365_fn.composition import Services
 from work365_fn.entrypoints.cli import operations as ops_cli
-from work365_fn.entrypoints.cli import table
+from work365_fn.entrypoints.cli import paths, table
 from work365_fn.entrypoints.cli import undo as undo_cli
 from work365_fn.errors import ApiError, ConfigError, MissingSettingError
 from work365_fn.logs import install as install_logging
@@ -87,6 +87,16 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _builtin_scenarios() -> str:
+    """The built-in scenarios' names, from the sandbox itself (never a list kept here); the
+    sandbox is not deployed, so a CLI without it says so."""
+    try:
+        from work365_fn.sandbox.scenario import builtin_names
+    except ImportError:
+        return "none here: the sandbox is not installed"
+    return ", ".join(builtin_names())
+
+
 def _sandbox_options(p: argparse.ArgumentParser) -> None:
     """--sandbox, --scenario, --state: for every command that can run on the local sandbox."""
     p.add_argument(
@@ -96,8 +106,8 @@ def _sandbox_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--scenario",
-        help="sandbox seed data: a scenario JSON file, or a built-in name (demo, setting-off, "
-        "renamed)",
+        help="sandbox seed data: a scenario JSON file, or a built-in name "
+        f"({_builtin_scenarios()})",
     )
     p.add_argument(
         "--state",
@@ -228,6 +238,7 @@ def _main(argv: Sequence[str] | None, out: TextIO) -> int:
         return EXIT_USAGE if exc.code not in (0, None) else EXIT_OK
     _configure_logging(args.verbose, args.quiet)
     try:
+        paths.check(args)  # before anything starts: an output that cannot be written, no read
         if args.command == "sandbox":
             return _serve(args, out)
         if args.command == "bench":
@@ -439,7 +450,8 @@ def _bench_events(args: argparse.Namespace, out: TextIO) -> int:
     else:
         print_events_report(report, out)
     counted = report["events"]
-    ok = counted["lost"] == counted["failed"] == 0 and not report["handlerCrashes"]
+    # A failed system job is not lost when the timer run after it assigned the record.
+    ok = counted["lost"] == 0 and not report["handlerCrashes"]
     return EXIT_OK if ok else EXIT_FAILURES
 
 

@@ -10,15 +10,16 @@ import argparse
 import json
 import shlex
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any, TextIO
 
 from work365_fn.composition import Services
+from work365_fn.entrypoints.cli import paths
 from work365_fn.operations.backfill import BackfillPlan, BackfillRequest, run_backfill
 from work365_fn.operations.diagnose import DiagnoseRequest, run_diagnose
 from work365_fn.operations.report import LISTS, run_report, to_csv
 from work365_fn.operations.report_page import PageData, new_nonce, render_page
 from work365_fn.operations.sync import scoped_ids
+from work365_fn.rules.summary import setting_words
 
 EXIT_OK, EXIT_FAILURES = 0, 1
 COMMANDS = ("diagnose", "report", "backfill")
@@ -103,7 +104,8 @@ def print_diagnosis(result: dict[str, Any], out: TextIO) -> None:
             extra = "".join(
                 f" {k}={v}" for k, v in record.items() if k not in ("table", "id", "name")
             )
-            print(f"         {record['table']} {record['id']} '{record['name']}'{extra}", file=out)
+            name = f" '{record['name']}'" if record.get("name") else ""  # never an empty ''
+            print(f"         {record['table']} {record['id']}{name}{extra}", file=out)
         if not check["ok"]:
             print(f"       fix: {check['fix']}", file=out)
     if result["subscriptions"]:
@@ -147,10 +149,10 @@ def _report(services: Services, args: argparse.Namespace, out: TextIO) -> int:
         _write_page(services, report, args.html, out)
     elif args.csv:
         text = to_csv(report)
-        if args.csv == "-":
+        if args.csv == paths.STDOUT:
             out.write(text)
         else:
-            Path(args.csv).write_text(text, encoding="utf-8")
+            paths.write_text("--csv", args.csv, text)
             print(
                 f"{report['counts']['problems']} problems written to {args.csv} "
                 f"(run {report['runId']}, status {report['status']})",
@@ -164,10 +166,10 @@ def _report(services: Services, args: argparse.Namespace, out: TextIO) -> int:
 def _write_page(services: Services, report: dict[str, Any], path: str, out: TextIO) -> None:
     """`report --html FILE`: the page of docs/report-page.md (its CSP in a <meta>: no server)."""
     page = render_page(PageData(report, services.recent_runs()), new_nonce())
-    if path == "-":
+    if path == paths.STDOUT:
         out.write(page)
         return
-    Path(path).write_text(page, encoding="utf-8")
+    paths.write_text("--html", path, page)
     print(
         f"report page written to {path} (run {report['runId']}, status {report['status']}, "
         f"{report['counts']['unassignedSubscriptions']} unassigned subscriptions listed)",
@@ -195,12 +197,7 @@ def _row(item: dict[str, Any]) -> str:
 def print_setting_and_counts(document: dict[str, Any], out: TextIO) -> None:
     """The `setting:` and `counts:` lines of a run summary or a report."""
     setting = document["setting"]
-    print(
-        "setting: Associate Default Billing Contract = "
-        f"{'Yes' if setting['associateDefaultBillingContract'] else 'No'}, "
-        f"cutoff {setting['since']} (from {setting['sinceSource']})",
-        file=out,
-    )
+    print(setting_words(setting), file=out)
     counts = document["counts"]
     print("counts:  " + "  ".join(f"{k} {v}" for k, v in counts.items()), file=out)
 
@@ -321,8 +318,9 @@ def print_problems(document: dict[str, Any], out: TextIO) -> None:
     """The `errors` and `warnings` of a summary, report, diagnosis or backfill, one per line."""
     for error in document.get("errors") or []:
         who = f"customer {error['customerId']}: " if error.get("customerId") else ""
+        status = f" {error.get('status')}" if error.get("status") else ""  # 0: nothing sent
         print(
-            f"error: {who}{error.get('service')} {error.get('status')} {error.get('code')}: "
+            f"error: {who}{error.get('service')}{status} {error.get('code')}: "
             f"{error.get('message')}",
             file=out,
         )

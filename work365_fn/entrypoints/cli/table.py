@@ -4,13 +4,15 @@ One heading line per customer, then its subscriptions (name, what the run did or
 reason, the billing contract, the Account); the fix sentence under every row that has one. Ids
 only with `--ids` (and always in `--json`): beside the customer's name, and on a line under each
 row, so a GUID is never cut in two by a narrow column. Cells wrap to the terminal width and never
-overflow it; the action and the reason keep their width while the names give way. The words (a
+overflow it, between words (a word is cut only when it is longer than its column can be); the
+action and the reason keep their width while the names give way. The words (a
 dry run's conditional, the count labels) are the run summary's own (`work365_fn.rules.summary`),
 so the table, the Teams card and the log line say the same.
 """
 
 from __future__ import annotations
 
+import re
 import shutil
 import textwrap
 from collections.abc import Mapping, Sequence
@@ -18,15 +20,16 @@ from itertools import groupby, zip_longest
 from typing import Any, TextIO
 
 from work365_fn.entrypoints.cli.operations import print_problems
-from work365_fn.rules.summary import action_words, counts_sentence, run_kind
+from work365_fn.rules.summary import action_words, counts_sentence, run_kind, setting_words
 
 INDENT = "  "
 GAP = "  "
 FIX_INDENT = "      "
-MIN_COLUMN = 8  # a column is never squeezed below this (long words are broken, not cut)
+MIN_COLUMN = 8  # the narrowest a column gets when its words cannot all stay whole
 FALLBACK_SIZE = (100, 24)  # when the width cannot be found (output piped, no COLUMNS)
 
 Row = dict[str, Any]
+_AFTER_HYPHEN = re.compile(r"(?<=\w-)(?=\w)")  # where textwrap may break a hyphenated word
 
 
 def terminal_width() -> int:
@@ -59,9 +62,7 @@ def header_lines(summary: Mapping[str, Any]) -> list[str]:
     return [
         f"{run_kind(dry)}  (run {summary.get('runId')}, {summary.get('mode')} mode, status "
         f"{summary.get('status')})",
-        "setting: Associate Default Billing Contract = "
-        f"{'Yes' if setting.get('associateDefaultBillingContract') else 'No'}, cutoff "
-        f"{setting.get('since')} (from {setting.get('sinceSource')})",
+        setting_words(setting),
         counts_sentence(summary.get("counts") or {}, dry),
         f"by reason: {occurred or 'none'}",
     ]
@@ -83,8 +84,8 @@ def cells(row: Row, dry: bool) -> dict[str, str]:
         "subscription": row.get("subscriptionName") or row["subscriptionId"],
         "action": action_words(row["action"], dry),
         "reason": row["reason"],
-        # A contract the run did not read the name of (an already-assigned record's, when it
-        # is not a default): said so, its id is on the `--ids` line.
+        # Names come from the read's FormattedValue annotations; a contract Dataverse sent no
+        # display name for is said so, its id is on the `--ids` line.
         "contract": row.get("billingContractName")
         or ("(name not read)" if row.get("billingContractId") else "-"),
         "account": row.get("accountName") or row.get("accountId") or "-",
@@ -109,15 +110,34 @@ def customer_heading(row: Row, ids: bool) -> str:
     return f"{name}  ({row['customerId']})" if ids else str(name)
 
 
-def fit(natural: Sequence[int], available: int, keep: Sequence[bool] | None = None) -> list[int]:
+def fit(
+    natural: Sequence[int],
+    available: int,
+    keep: Sequence[bool] | None = None,
+    words: Sequence[int] | None = None,
+) -> list[int]:
     """Column widths that fit `available` characters: the widest column gives a character at a
-    time, down to MIN_COLUMN (or its natural width when that is less). The `keep` columns give
-    nothing unless the others alone cannot make it fit."""
-    if keep and any(keep):
-        floors = [n if k else min(n, MIN_COLUMN) for n, k in zip(natural, keep, strict=True)]
+    time, down to its floor. The floors, first that fits: the `keep` columns at their natural
+    width and the others at their longest word; every column at its longest word (`words`: no
+    word is ever cut); every column at MIN_COLUMN (or its natural width when that is less), the
+    words longer than that broken."""
+    cut = [min(n, MIN_COLUMN) for n in natural]
+    whole = [min(n, w) for n, w in zip(natural, words or cut, strict=True)]
+    kept = [
+        n if k else w
+        for n, w, k in zip(natural, whole, keep or [False] * len(natural), strict=True)
+    ]
+    for floors in (kept, whole):
         if sum(floors) <= available:
             return _shrink(list(natural), floors, available)
-    return _shrink(list(natural), [min(n, MIN_COLUMN) for n in natural], available)
+    return _shrink(list(natural), cut, available)
+
+
+def longest_word(texts: Sequence[str]) -> int:
+    """The longest piece `wrap` keeps whole: a word, or the part of a hyphenated word up to or
+    after a hyphen between letters (`existing-`, `subscription`)."""
+    parts = (p for t in texts for word in t.split() for p in _AFTER_HYPHEN.split(word))
+    return max((len(p) for p in parts), default=0)
 
 
 def _shrink(widths: list[int], floor: Sequence[int], available: int) -> list[int]:
@@ -130,14 +150,16 @@ def _shrink(widths: list[int], floor: Sequence[int], available: int) -> list[int
 
 
 def wrap(text: str, width: int) -> list[str]:
+    """On word boundaries (and after hyphens); a word longer than the column is broken."""
     return textwrap.wrap(text, width, break_long_words=True, break_on_hyphens=True) or [""]
 
 
 def _table(rows: list[Row], dry: bool, out: TextIO, width: int, ids: bool) -> None:
     texts = [cells(r, dry) for r in rows]
     natural = [max([len(title)] + [len(t[key]) for t in texts]) for title, key, _ in COLUMNS]
+    words = [longest_word([title] + [t[key] for t in texts]) for title, key, _ in COLUMNS]
     available = width - len(INDENT) - len(GAP) * (len(COLUMNS) - 1)
-    widths = fit(natural, available, [keep for _, _, keep in COLUMNS])
+    widths = fit(natural, available, [keep for _, _, keep in COLUMNS], words)
     _print_row([title for title, _, _ in COLUMNS], widths, out)
     customer_of = lambda pair: pair[0]["customerId"]  # noqa: E731 - the group key
     for _, group in groupby(zip(rows, texts, strict=True), key=customer_of):

@@ -75,7 +75,7 @@ def print_undo(result: dict[str, Any], out: TextIO) -> None:
         rows = [("record", "contract", "result", "why", "note")] + [
             (
                 i["recordName"] or i["recordId"] or f"(subscription {i['subscriptionId']})",
-                i["billingContractId"] or "-",
+                i.get("billingContractName") or i["billingContractId"] or "-",
                 i["result"],
                 i["why"] or "-",
                 i["message"],

@@ -3,7 +3,9 @@
 report"): anonymous, authorized by `sig` (the service's one signer, resource
 `report-page/<runId>`: a status link's signature does not open it, nor this one a status URL),
 good for WORK365_RUN_LINK_HOURS. A wrong, altered or expired link is a 403 that shows nothing
-of the report. The page is read when it is opened (the tenant as it is now, the last runs).
+of the report. The page is read when it is opened (the tenant as it is now, the last runs),
+and its report kept a few minutes (operations/page_cache.py): a link opened by a whole channel
+reads the tenant once per KEEP_MINUTES, not once per click.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from work365_fn.entrypoints import http_input as validation
 from work365_fn.entrypoints.functions.responses import ServicesFactory, error_response
 from work365_fn.entrypoints.http_input import BadRequest
 from work365_fn.errors import ConfigError
+from work365_fn.operations.page_cache import PageCache
 from work365_fn.operations.report import run_report
 from work365_fn.operations.report_page import (
     PageData,
@@ -66,8 +69,11 @@ def report_page_http(req: func.HttpRequest, services: ServicesFactory) -> func.H
         verdict = built.link_signer().check(report_page_resource(run_id), params.get("sig"))
         if not verdict.valid:
             return _forbidden(run_id, verdict, request_id)
-        report = run_report(
-            built.reader_deps(), request_id, budget_seconds=built.settings.http_budget_seconds
+        report = PageCache(built.run_store(), built.clock).report(
+            run_id,
+            lambda: run_report(
+                built.reader_deps(), request_id, budget_seconds=built.settings.http_budget_seconds
+            ),
         )
         runs = built.recent_runs()
     except ConfigError as exc:
