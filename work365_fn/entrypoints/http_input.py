@@ -27,11 +27,12 @@ MAX_BODY_BYTES = 64 * 1024
 HOST_PARAMETERS = frozenset({"code"})
 
 
-def json_body(req: func.HttpRequest, known: Sequence[str]) -> dict[str, Any]:
-    """The body as a JSON object with only `known` fields ({} when empty)."""
+def json_object(req: func.HttpRequest, max_bytes: int = MAX_BODY_BYTES) -> dict[str, Any]:
+    """The body as a JSON object ({} when empty): over `max_bytes` is a 413, anything but an
+    object a 400."""
     raw = req.get_body() or b""
-    if len(raw) > MAX_BODY_BYTES:
-        raise BadRequest("body", f"the body is over {MAX_BODY_BYTES} bytes", status=413)
+    if len(raw) > max_bytes:
+        raise BadRequest("body", f"the body is over {max_bytes} bytes", status=413)
     if not raw.strip():
         return {}
     try:
@@ -40,6 +41,12 @@ def json_body(req: func.HttpRequest, known: Sequence[str]) -> dict[str, Any]:
         raise BadRequest("body", str(exc)) from None
     if not isinstance(body, dict):
         raise BadRequest("body", "the body must be a JSON object")
+    return body
+
+
+def json_body(req: func.HttpRequest, known: Sequence[str]) -> dict[str, Any]:
+    """The body as a JSON object with only `known` fields ({} when empty)."""
+    body = json_object(req)
     unknown = sorted(set(body) - set(known))
     if unknown:
         raise BadRequest(unknown[0], f"unknown field '{unknown[0]}' (known: {', '.join(known)})")

@@ -27,7 +27,6 @@ from typing import Any
 
 import azure.functions as func
 
-from work365_fn import safe_json
 from work365_fn.composition import Services
 from work365_fn.entrypoints.functions.responses import (
     ServicesFactory,
@@ -35,7 +34,7 @@ from work365_fn.entrypoints.functions.responses import (
     json_response,
     summary_response,
 )
-from work365_fn.entrypoints.http_input import MAX_BODY_BYTES, BadRequest
+from work365_fn.entrypoints.http_input import MAX_BODY_BYTES, BadRequest, json_object
 from work365_fn.errors import ConfigError
 from work365_fn.logs import log_summary
 from work365_fn.operations.records import MODE, RecordsOutcome, RecordsRequest
@@ -99,18 +98,7 @@ def parse_event(body: Mapping[str, Any], headers: Mapping[str, str]) -> Datavers
 
 
 def _payload(req: func.HttpRequest) -> tuple[dict[str, Any], int]:
-    raw = req.get_body() or b""
-    if len(raw) > MAX_EVENT_BYTES:
-        raise BadRequest("body", f"the body is over {MAX_EVENT_BYTES} bytes", status=413)
-    if not raw.strip():
-        return {}, 0
-    try:
-        body = safe_json.loads(raw, "the body")
-    except safe_json.JsonInputError as exc:
-        raise BadRequest("body", str(exc)) from None
-    if not isinstance(body, dict):
-        raise BadRequest("body", "the body must be a JSON object")
-    return body, len(raw)
+    return json_object(req, MAX_EVENT_BYTES), len(req.get_body() or b"")
 
 
 def records_http(req: func.HttpRequest, services: ServicesFactory) -> func.HttpResponse:
