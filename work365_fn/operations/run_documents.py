@@ -3,7 +3,7 @@ documents, built here and nowhere else.
 
 A job message (JSON text, Base64 on the wire) names a run, a kind of job and its input:
 
-    {"schemaVersion": 1, "runId": "<GUID>", "kind": "sync|report|backfill",
+    {"schemaVersion": 1, "runId": "<GUID>", "kind": "sync|report|backfill|undo",
      "payload": {...the job's input...}, "enqueuedAt": "2026-11-26T22:00:00Z",
      "batch": {"index": 3, "count": 12, "customerIds": ["<GUID>", ...]}}
 
