@@ -15,7 +15,11 @@ run (a fanned-out run has one per batch attempt) and, for each write it made:
   (pending, then undone) and keeps a journal of its own (`undo-journal`);
 - with notes on (WORK365_WRITE_NOTES), sends each clear and its note (operations/notes.py,
   `note_for_undo`) in one `$batch` change set: both happen or neither;
-- refuses to undo an undo (UndoRefusedError): to assign again, run sync or backfill.
+- refuses to undo an undo (UndoRefusedError): to assign again, run sync or backfill;
+- leaves a record a later run assigned again (`reassigned-by`): every writing run names itself
+  as the record's last assigner (`note_assigners`, one small document per record under the
+  run store's `assigned-by` id) before its write is sent, and undo clears only when that is
+  still the run being undone. Same contract, same lookup: only this tells A's write from B's.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -53,6 +58,8 @@ log = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
 SYNC_LIMIT = 100  # HTTP: more journal entries than this run off the request (202)
 UNDO_JOURNAL = "undo-journal"
+ASSIGNER_WORKERS = 8
+ASSIGNED_BY = "assigned-by"  # the run store id whose document <record id> names its last assigner
 
 __all__ = [
     "SYNC_LIMIT",
@@ -61,6 +68,8 @@ __all__ = [
     "UndoRefusedError",
     "UndoRequest",
     "entries_to_undo",
+    "last_assigner",
+    "note_assigners",
     "run_undo",
     "undo_job",
     "write_journaled",
@@ -118,6 +127,40 @@ class UndoRequest:
         return {"undoOf": self.undo_of, "apply": self.apply, "customerIds": list(self.customer_ids)}
 
 
+# ---- the last run that assigned each record -------------------------------------------------
+
+
+def note_assigners(
+    store: RunStore, run_id: str, record_ids: Sequence[str], clock: Callable[[], datetime]
+) -> None:
+    """Name `run_id` the last run that assigned each record: put before the write is sent (a
+    crash after the write still leaves it named), so an undo of an earlier run never clears a
+    lookup this run set. A run whose write then fails stays named: undo of the earlier run
+    leaves the record (the safe side). Work365Error when the store cannot be written."""
+    at = format_timestamp(clock())
+    unique = list(dict.fromkeys(r.lower() for r in record_ids))
+
+    def put(record_id: str) -> None:
+        store.put(ASSIGNED_BY, record_id, {"recordId": record_id, "runId": run_id, "at": at})
+
+    if len(unique) <= 1:
+        for record_id in unique:
+            put(record_id)
+        return
+    # One small document per record: written side by side (a slice is at most the batch size),
+    # so a slice of 100 writes costs about one storage round trip per ASSIGNER_WORKERS records.
+    with ThreadPoolExecutor(max_workers=min(ASSIGNER_WORKERS, len(unique))) as pool:
+        list(pool.map(put, unique))  # re-raises the first failure: the slice is then not sent
+
+
+def last_assigner(store: RunStore, record_id: str) -> str | None:
+    """The run that last assigned the record, None when no run named itself (a run from before
+    this document existed)."""
+    document = store.get(ASSIGNED_BY, record_id.lower()) or {}
+    run_id = document.get("runId")
+    return run_id.lower() if isinstance(run_id, str) and run_id else None
+
+
 # ---- the journal of a sync run's writes ------------------------------------------------------
 
 
@@ -159,6 +202,7 @@ def write_journaled(
         entries = [_pending(decisions[i], journal.navigation, writer) for i in chunk]
         try:
             book.add_all(entries)
+            _name_assigner(journal, entries, "updated")
         except Work365Error as exc:
             _unjournaled(final, [*chunk, *todo], summary, exc)
             return final
@@ -169,6 +213,7 @@ def write_journaled(
             _settle(entry, after)
         try:
             book.commit(entries)
+            _name_assigner(journal, entries, "created")  # their ids are known only now
         except Work365Error as exc:
             _unjournaled(final, todo, summary, exc)
             return final
@@ -177,6 +222,20 @@ def write_journaled(
     except Work365Error as exc:
         summary.warnings.append(f"the run's journal could not be closed ({exc})")
     return final
+
+
+def _name_assigner(journal: WriteJournal, entries: Sequence[dict[str, Any]], op: str) -> None:
+    """`note_assigners` for the slice's entries of operation `op` that set a contract: updates
+    before they are sent, creates once written (no earlier run can have set a new record)."""
+    ids = [
+        str(e["recordId"])
+        for e in entries
+        if e.get("operation") == op
+        and e.get("recordId")
+        and e.get("contractId")
+        and e.get("state") in ("pending", "assigned")
+    ]
+    note_assigners(journal.store, journal.run_id, ids, journal.clock)
 
 
 def _pending(decision: Decision, navigation: str, writer: BatchWriter) -> dict[str, Any]:
@@ -417,7 +476,10 @@ def _undo_one(undo: _Undo, journal: Journal, entry: dict[str, Any]) -> dict[str,
         return _skip(item, "deleted", "the record no longer exists")
     item["recordName"] = record.name or item["recordName"]
     item["accountId"] = (record.account_id or "").lower() or None
-    if _left_alone(undo, journal, entry, record, item):
+    written = entry.get("etagAfter")
+    if written and record.etag and written != record.etag:  # the record changed since the write
+        item.update(etagAfter=written, etagNow=record.etag)
+    if _left_alone(undo, journal, entry, record, item) or _reassigned(undo, item):
         return item
     item["action"] = "clear"
     if not undo.request.apply:
@@ -505,6 +567,22 @@ def _left_alone(
         )
         return True
     return False
+
+
+def _reassigned(undo: _Undo, item: dict[str, Any]) -> bool:
+    """True (the item says why) when a later run assigned the record since: the lookup is on
+    the same contract, but it is that run's write now, not this run's."""
+    by = last_assigner(undo.deps.run_store, item["recordId"])
+    if by is None or by == undo.request.undo_of.lower():
+        return False
+    _skip(
+        item,
+        "reassigned-by",
+        f"assigned again by a later run ({by}) after it was cleared: left alone; undo run {by} "
+        "to clear it",
+    )
+    item["reassignedBy"] = by
+    return True
 
 
 def _clear(
