@@ -64,8 +64,9 @@ from work365_fn.operations.fanout import (
     after_batch,
     refuse_while_fanned_out,
 )
-from work365_fn.operations.health import HealthDeps
+from work365_fn.operations.health import PROBE_TIMEOUT, DeepCache, HealthDeps
 from work365_fn.operations.jobs import Job, JobDeps
+from work365_fn.operations.page_cache import PageCache
 from work365_fn.operations.reader import ReaderDeps, read_setting
 from work365_fn.operations.records import (
     RecordsDeps,
@@ -113,6 +114,8 @@ class Services:
         self._storage: AppStorage | None = None
         self._records_deps: RecordsDeps | None = None
         self._expiries: KnownExpiries | None = None
+        self._page_cache: PageCache | None = None
+        self._deep_cache = DeepCache()  # GET /api/health?deep=true, kept 60 s per worker
 
     @classmethod
     def build(
@@ -255,16 +258,23 @@ class Services:
     def health_deps(self) -> HealthDeps:
         """What `GET /api/health` reads (operations/health.py): the run store, the full-sync
         lease's holder, the schedule, the credentials, and one token and cheap read for each
-        service (Dataverse WhoAmI, Partner Center's first customer): nothing is written."""
+        service (Dataverse WhoAmI, Partner Center's first customer): nothing is written. The
+        probes make one attempt each with a short timeout (`for_probe`), their result kept 60 s
+        by this worker."""
         storage = self.app_storage()
         known = self.credential_expiries()
 
         def dataverse() -> str:
-            who = self.dataverse.who_am_i()
+            who = self.dataverse.for_probe(PROBE_TIMEOUT).who_am_i()
             return f"token and WhoAmI: user {str(who.get('UserId')).lower()}"
 
         def partner_center() -> str:
-            found = self.partner_center(str(uuid.uuid4())).first_customers(1)
+            found = PartnerCenterClient(
+                self.settings.partner_center_url,
+                self.partner_center_transport.for_probe(PROBE_TIMEOUT),
+                str(uuid.uuid4()),
+                page_size=self.settings.customer_page_size,
+            ).first_customers(1)
             return f"token and GET /v1/customers?size=1: {len(found)} customer(s)"
 
         return HealthDeps(
@@ -279,6 +289,8 @@ class Services:
             expiries=known.expiries,
             unknown_expiries=known.unknown,
             probes={"dataverse": dataverse, "partnerCenter": partner_center},
+            monotonic=self.monotonic,
+            deep_cache=self._deep_cache,
         )
 
     # ---- records decided alone: POST /api/records and the Dataverse webhook -------------------
@@ -287,7 +299,7 @@ class Services:
         outcome = run_records(self.records_deps(), request, run_id)
         summary = outcome.summary
         if not request.dry_run and any(d.action is not Action.NONE for d in summary.decisions):
-            self.remember_run(summary.to_json())  # the report page lists the runs that wrote
+            self.remember_run(summary.to_json())  # its own list: never in the syncs' (health)
         return outcome
 
     def records_deps(self) -> RecordsDeps:
@@ -340,7 +352,8 @@ class Services:
     # ---- the report page: run history and signed links ---------------------------------------
 
     def remember_run(self, summary: dict[str, Any]) -> None:
-        """Add a live sync run to the history the report page shows (app storage only)."""
+        """Add a live run to its history (app storage only): a sync's is the one the report
+        page and the health check read; a records run's is its own (run_history.py)."""
         storage = self.app_storage()
         if storage is not None:
             remember_run(storage.run_store(), summary)
@@ -432,6 +445,21 @@ class Services:
         if storage is not None:
             return storage.run_store()
         return FileRunStore(self.settings.state_dir)
+
+    def page_cache(self) -> PageCache:
+        """The kept reports of signed links, one per worker: its locks let one of the opens of
+        a link at the same moment read the tenant (operations/page_cache.py)."""
+        store = self.run_store()  # app_storage() takes self._lock itself
+        with self._lock:
+            if self._page_cache is None:
+                self._page_cache = PageCache(
+                    store,
+                    self.clock,
+                    # a claim outlives the read it guards: its budget, then its retries' end
+                    building=timedelta(seconds=self.settings.http_budget_seconds + 30),
+                    sleep=self.sleep or time.sleep,
+                )
+            return self._page_cache
 
     # ---- what each operation is given (narrow dependencies) ---------------------------------
 

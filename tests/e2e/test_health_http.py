@@ -215,3 +215,80 @@ def test_bad_input_is_a_400_naming_the_field(app: App, params: dict[str, str], f
     body = answer(resp := function_app.health_http(get(params)), app)
     assert resp.status_code == 400
     assert (body["error"], body["field"]) == ("invalid-request", field)
+
+
+class Ticks:
+    """A monotonic clock the test moves (no real time passes)."""
+
+    def __init__(self, step: float = 0.0) -> None:
+        self.now = 1000.0
+        self.step = step  # added at each read: each read is a probe that took `step` seconds
+
+    def __call__(self) -> float:
+        self.now += self.step
+        return self.now
+
+
+def deep_services(sleeps: list[float], ticks: Ticks) -> Services:
+    built = Services.build(Settings.from_env(), sleep=sleeps.append)
+    built.monotonic = ticks
+    return built
+
+
+def test_deep_reports_a_throttled_service_at_once_without_a_retry(app: App) -> None:
+    good_run()
+    app.box.faults.add(
+        {"service": "dataverse", "path": "WhoAmI", "kind": "429", "retryAfter": 120, "every": 1}
+    )
+    sleeps: list[float] = []
+    built = deep_services(sleeps, Ticks())
+    app.box.reset_counts()
+
+    resp = health.health_http(get({"deep": "true"}), lambda: built)
+
+    body = answer(resp, app)
+    assert resp.status_code == 503
+    [throttled] = body["reasons"]
+    assert (throttled["code"], throttled["service"]) == ("deep-check-throttled", "dataverse")
+    assert "dataverse is throttled (429, Retry-After 120 s)" in throttled["message"]
+    assert body["deep"]["dataverse"]["ok"] is True and body["deep"]["dataverse"]["throttled"]
+    assert body["deep"]["partnerCenter"]["ok"] is True
+    assert sleeps == []  # neither retried nor waited out
+    assert app.box.counts()["dataverse"] == {"GET WhoAmI": 1}
+
+
+def test_a_second_deep_check_within_60_s_makes_no_request(app: App) -> None:
+    good_run()
+    ticks = Ticks()
+    built = deep_services([], ticks)
+    app.box.reset_counts()
+    first = answer(health.health_http(get({"deep": "true"}), lambda: built), app)
+    assert app.box.counts()["dataverse"] == {"GET WhoAmI": 1}
+    app.box.reset_counts()
+
+    ticks.now += 59
+    again = answer(health.health_http(get({"deep": "true"}), lambda: built), app)
+
+    assert app.box.counts().get("dataverse", {}) == {}
+    assert app.box.counts().get("partnerCenter", {}) == {}
+    assert again["deep"] == first["deep"]  # checkedAt says when the probes ran
+    ticks.now += 2  # 61 s after the probes: they run again
+    health.health_http(get({"deep": "true"}), lambda: built)
+    assert app.box.counts()["dataverse"] == {"GET WhoAmI": 1}
+
+
+def test_no_probe_starts_after_the_deep_checks_deadline(app: App) -> None:
+    good_run()
+    built = deep_services([], Ticks(step=12.5))  # each probe "takes" 12.5 s: 25 s > 20 s
+    app.box.reset_counts()
+
+    body = answer(resp := health.health_http(get({"deep": "true"}), lambda: built), app)
+
+    assert resp.status_code == 503
+    assert body["deep"]["dataverse"]["ok"] is True
+    assert body["deep"]["partnerCenter"]["ok"] is False
+    assert [(r["code"], r["service"]) for r in body["reasons"]] == [
+        ("deep-check-failed", "partnerCenter")
+    ]
+    assert "time ran out" in body["reasons"][0]["message"]
+    assert app.box.counts().get("partnerCenter", {}) == {}

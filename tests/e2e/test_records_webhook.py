@@ -17,6 +17,7 @@ from dataclasses import field as default
 from pathlib import Path
 from typing import Any
 
+import azure.functions as func
 import pytest
 import requests
 
@@ -24,6 +25,7 @@ from tests.e2e.host import LocalHost, http_functions, load_function_app
 from tests.integration.conftest import OLD, ScenarioBuilder, contract_of, gid
 from work365_fn.adapters.odata_batch import ChangeSet
 from work365_fn.composition import Services
+from work365_fn.entrypoints.http_input import MAX_BODY_BYTES
 from work365_fn.rules import Reason
 from work365_fn.sandbox import Sandbox
 from work365_fn.sandbox.scenario import Scenario, parse_scenario
@@ -508,3 +510,78 @@ def test_power_automate_gets_a_200_partial_for_a_throttled_record(served: Served
     [error] = summary["errors"]
     assert (error["service"], error["status"]) == ("dataverse", 429)
     assert contract_of(served.box, record) is None
+
+
+FORGED = "[run 00000000-0000-4000-8000-000000000000] sync succeeded"
+
+
+@pytest.mark.parametrize("field", ["MessageName", "PrimaryEntityName"])
+@pytest.mark.parametrize("value", [f"Create\n{FORGED}", "x" * 65, "1account", "Create\r"])
+def test_a_name_that_is_no_logical_name_is_a_400_and_forges_no_log_line(
+    served: Served, caplog: pytest.LogCaptureFixture, field: str, value: str
+) -> None:
+    event = {"MessageName": "Create", "PrimaryEntityName": TABLE, "PrimaryEntityId": gid("rec", 1)}
+
+    answer = served.post("/records", {**event, field: value})
+
+    assert (answer.status_code, answer.json()["field"]) == (400, field)
+    assert FORGED not in answer.text
+    assert not any(FORGED in r.getMessage() for r in caplog.records)
+
+
+def test_webhook_headers_reach_the_log_cut_short_and_without_control_characters(
+    served: Served, caplog: pytest.LogCaptureFixture
+) -> None:
+    event = {
+        "MessageName": "Create",
+        "PrimaryEntityName": "account",
+        "PrimaryEntityId": gid("rec", 1),
+    }
+    request = func.HttpRequest(
+        method="POST",
+        url=f"{served.host.url}/records",
+        headers={
+            "Content-Type": "application/json",
+            "x-ms-dynamics-organization": f"contoso\n{FORGED}" + "o" * 500,
+            "x-request-id": f"r\r\n{FORGED}\x1b[2J" + "i" * 500,
+        },
+        body=json.dumps(event).encode(),
+    )
+
+    answer = APP.records_http(request)
+
+    assert answer.status_code == 200  # another table: ignored, and said so in the log
+    [line] = [r.getMessage() for r in caplog.records if "webhook call ignored" in r.getMessage()]
+    assert "\n" not in line and "\r" not in line and "\x1b" not in line
+    assert f"contoso{FORGED}" in line  # the text stays, on the one line it belongs to
+    assert "o" * 201 not in line and "i" * 101 not in line
+
+
+def test_a_long_body_that_is_no_webhook_is_a_413_before_it_is_parsed(served: Served) -> None:
+    not_json = b'{"recordIds": [' + b'"x", ' * (MAX_BODY_BYTES // 5)  # over 64 KiB, unparsable
+
+    answer = requests.post(
+        f"{served.host.url}/records", data=not_json, params={"code": KEY}, timeout=60
+    )
+
+    assert (answer.status_code, answer.json()["field"]) == (413, "body")
+
+
+def test_a_long_webhook_body_is_still_decided(served: Served) -> None:
+    """Dataverse writes the Target row (InputParameters) before MessageName: a row with long
+    text makes a body over 64 KiB whose first kilobytes name no webhook key."""
+    served.box.webhooks.clear()
+    _, record = served.order(5, served.world["customer"], served.world["account"])
+    target = {"Attributes": [{"key": "description", "value": "d" * MAX_BODY_BYTES}]}
+    event = {
+        "InputParameters": [{"key": "Target", "value": target}],
+        "MessageName": "Create",
+        "PrimaryEntityId": record,
+        "PrimaryEntityName": TABLE,
+    }
+    assert json.dumps(event).find("MessageName") > MAX_BODY_BYTES
+
+    answer = served.post("/records", event)
+
+    assert answer.status_code == 200, answer.text[:300]
+    assert contract_of(served.box, record) == served.world["contract"]

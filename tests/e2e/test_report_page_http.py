@@ -7,7 +7,10 @@ nothing of the report."""
 from __future__ import annotations
 
 import json
+import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from html import escape
 from urllib.parse import parse_qs, urlsplit
 
 import azure.functions as func
@@ -16,8 +19,13 @@ import responses
 
 import function_app
 from tests.e2e.async_support import SIGNING_KEY, App, app, body, signed, signer
-from work365_fn.operations.page_cache import DOCUMENT
+from work365_fn.composition import Services
+from work365_fn.entrypoints.functions import pages
+from work365_fn.entrypoints.functions.responses import MISCONFIGURED
+from work365_fn.operations.page_cache import BUILDING, DOCUMENT, FAILED_MESSAGE, WAIT_SECONDS
 from work365_fn.rules import Reason
+from work365_fn.rules.timestamps import format_timestamp
+from work365_fn.settings import Settings
 from work365_fn.signing import LinkSigner, report_page_resource
 
 __all__ = ["app"]
@@ -185,13 +193,18 @@ def test_a_valid_page_link_opens_the_page_and_a_bad_run_id_is_a_400(app: App) ->
     assert extra.status_code == 400 and body(extra)["field"] == "other"
 
 
-def test_without_a_signing_key_the_page_link_is_a_500_naming_the_setting(
-    app: App, monkeypatch: pytest.MonkeyPatch
+def test_without_a_signing_key_the_page_link_is_a_500_naming_the_setting_only_in_the_log(
+    app: App, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.delenv("WORK365_RUN_SIGNING_KEY")
     function_app.services.cache_clear()
     resp = function_app.run_report_page(page_request(RUN, page_sig(RUN)))
-    assert resp.status_code == 500 and "WORK365_RUN_SIGNING_KEY" in body(resp)["message"]
+    answer = body(resp)
+    assert resp.status_code == 500 and answer["error"] == "configuration"
+    assert "WORK365_RUN_SIGNING_KEY" not in answer["message"]  # an anonymous caller
+    assert answer["message"] == f"{MISCONFIGURED} (run {answer['runId']})"
+    assert f"[run {answer['runId']}] configuration error" in caplog.text
+    assert "WORK365_RUN_SIGNING_KEY" in caplog.text
 
 
 def test_opening_a_link_again_soon_shows_the_kept_report_without_reading_the_tenant(
@@ -207,3 +220,98 @@ def test_opening_a_link_again_soon_shows_the_kept_report_without_reading_the_ten
     assert again.split("<body", 1)[1].count("<tr") == first.split("<body", 1)[1].count("<tr")
     kept = app.app_storage().run_store().get(RUN, DOCUMENT)
     assert kept is not None and kept["report"]["counts"]["subscriptions"] > 0
+
+
+def reads(box_counts: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
+    """The requests of tenant reads: Partner Center's and Dataverse's (not the token's)."""
+    return {k: v for k, v in box_counts.items() if k in ("partnerCenter", "dataverse") and v}
+
+
+def test_ten_opens_at_once_of_a_fresh_link_read_the_tenant_once(app: App) -> None:
+    warm, one, shared = (str(uuid.uuid4()) for _ in range(3))
+    assert_page(function_app.run_report_page(page_request(warm, page_sig(warm))))  # tokens
+    app.box.reset_counts()
+    assert_page(function_app.run_report_page(page_request(one, page_sig(one))))
+    one_read = reads(app.box.counts())
+    app.box.reset_counts()
+    # each read is slow enough (the customer list, 0.3 s) for all ten to arrive during it
+    app.box.faults.add(
+        {
+            "service": "partnerCenter",
+            "path": "customers$",
+            "kind": "slow",
+            "delayMs": 300,
+            "every": 1,
+        }
+    )
+
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        answers = list(
+            pool.map(
+                lambda _: function_app.run_report_page(page_request(shared, page_sig(shared))),
+                range(10),
+            )
+        )
+
+    assert [a.status_code for a in answers] == [200] * 10
+    assert one_read and reads(app.box.counts()) == one_read  # one read: the same requests
+    store = app.app_storage().run_store()
+    assert store.get(shared, BUILDING) is None  # the claim is gone with the read
+
+
+def test_a_failed_read_is_kept_a_minute_and_the_page_shows_no_upstream_text(
+    app: App, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("WORK365_MAX_ATTEMPTS", "1")
+    function_app.services.cache_clear()
+    app.box.faults.add({"service": "partnerCenter", "kind": "500", "every": 1})
+
+    first = function_app.run_report_page(page_request(RUN, page_sig(RUN)))
+    app.box.reset_counts()
+    again = function_app.run_report_page(page_request(RUN, page_sig(RUN)))
+
+    assert (first.status_code, again.status_code) == (502, 502)
+    assert reads(app.box.counts()) == {}  # within FAILED_KEEP_SECONDS: nothing asked again
+    kept = app.app_storage().run_store().get(RUN, DOCUMENT)
+    assert kept is not None
+    [error] = kept["report"]["errors"]
+    assert error["message"] and error["message"] in caplog.text  # the detail: in the log only
+    for page in (first, again):
+        html = page.get_body().decode("utf-8")
+        assert error["message"] not in html and str(error["code"]) not in html
+        assert escape(FAILED_MESSAGE.format(run_id=kept["report"]["runId"])) in html
+
+
+def test_an_open_while_another_worker_reads_waits_then_says_the_report_is_being_prepared(
+    app: App,
+) -> None:
+    store = app.app_storage().run_store()
+    assert store.put_new(RUN, BUILDING, {"since": format_timestamp(datetime.now(UTC))})
+    sleeps: list[float] = []
+    built = Services.build(Settings.from_env(), sleep=sleeps.append)
+    app.box.reset_counts()
+
+    resp = pages.report_page_http(page_request(RUN, page_sig(RUN)), lambda: built)
+
+    assert resp.status_code == 503 and int(resp.headers["Retry-After"]) > 0
+    assert "default-src 'none'" in resp.headers["Content-Security-Policy"]
+    assert "being prepared" in resp.get_body().decode("utf-8")
+    assert sleeps and sum(sleeps) <= WAIT_SECONDS
+    assert reads(app.box.counts()) == {}
+
+
+def test_an_open_shows_the_report_another_worker_kept_while_it_waited(app: App) -> None:
+    store = app.app_storage().run_store()
+    report = body(function_app.report_http(report_request()))
+    assert store.put_new(RUN, BUILDING, {"since": format_timestamp(datetime.now(UTC))})
+
+    def other_worker_finishes(_: float) -> None:
+        store.put(RUN, DOCUMENT, {"builtAt": format_timestamp(datetime.now(UTC)), "report": report})
+
+    built = Services.build(Settings.from_env(), sleep=other_worker_finishes)
+    app.box.reset_counts()
+
+    html = assert_page(pages.report_page_http(page_request(RUN, page_sig(RUN)), lambda: built))
+
+    assert f"<code>{report['runId']}</code>" in html
+    assert reads(app.box.counts()) == {}

@@ -36,6 +36,8 @@ from tests.e2e.host import LocalHost, http_functions, load_function_app
 from tests.e2e.test_openapi import SPEC, SPEC_PATH, conforms
 from work365_fn.adapters.schema import Schema
 from work365_fn.adapters.storage import BlobRunStore
+from work365_fn.operations.page_cache import BUILDING
+from work365_fn.rules.timestamps import format_timestamp
 from work365_fn.sandbox import Sandbox, Scenario
 from work365_fn.signing import LinkSigner, report_page_resource
 
@@ -390,6 +392,17 @@ def test_every_documented_status_code_is_reachable_through_the_host(served: Serv
     call("GET", page, 200, params={"sig": page_sig}, key=False)
     call("GET", "/runs/not-a-guid/report", 400, params={"sig": page_sig}, key=False)
     call("GET", page, 403, params={"sig": "wrong"}, key=False)
+    # another worker is reading the tenant for this link: a short wait (injected), then 503
+    claimed = str(uuid.uuid4())
+    BlobRunStore(served.app.app_storage().container()).put_new(
+        claimed, BUILDING, {"since": format_timestamp(datetime.now(UTC))}
+    )
+    APP.services().page_cache().sleep = lambda _: None
+    claimed_sig = LinkSigner(
+        SIGNING_KEY, lifetime=timedelta(hours=1), clock=lambda: datetime.now(UTC)
+    ).sign(report_page_resource(claimed))
+    preparing = call("GET", f"/runs/{claimed}/report", 503, params={"sig": claimed_sig}, key=False)
+    assert int(preparing.headers["Retry-After"]) > 0
     with served.settings(WORK365_RUN_SIGNING_KEY=None):
         call("GET", page, 500, params={"sig": page_sig}, key=False)
     call("GET", "/report", 401, key=False)

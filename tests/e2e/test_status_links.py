@@ -23,6 +23,7 @@ from tests.e2e.async_support import (
     post,
     status_request,
 )
+from work365_fn.entrypoints.functions.responses import MISCONFIGURED
 
 __all__ = ["app"]  # the fixture
 
@@ -232,3 +233,18 @@ def test_the_status_handler_reads_the_clock_of_the_services(app: App) -> None:
     assert poll(location).status_code == 202
     at(datetime.now(UTC))
     refused(poll(location), run_id)
+
+
+def test_a_misconfigured_app_names_the_setting_in_its_log_never_to_the_link(
+    app: App, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    run_id, location = start()
+    restart_worker(monkeypatch, T0, WORK365_RUN_SIGNING_KEY=None)
+
+    resp = function_app.run_status(get_status(location))
+
+    answer = body(resp)
+    assert (resp.status_code, answer["error"]) == (500, "configuration")
+    assert answer["message"] == f"{MISCONFIGURED} (run {run_id})"
+    assert f"[run {run_id}] configuration error" in caplog.text
+    assert "WORK365_RUN_SIGNING_KEY" in caplog.text and "WORK365_RUN_SIGNING_KEY" not in str(answer)

@@ -416,7 +416,8 @@ class RecordingStore:
             e.get("state") == self.crash_when for e in document.get("entries", [])
         ):
             raise Crash
-        self.puts.append((writes(self.box), copy.deepcopy(document)))
+        if "entries" in document:  # the journal's pages, not the last-assigner documents
+            self.puts.append((writes(self.box), copy.deepcopy(document)))
         self.inner.put(run_id, name, document)
 
     def get(self, run_id: str, name: str) -> dict[str, Any] | None:

@@ -319,3 +319,51 @@ def test_with_notes_on_each_clear_leaves_its_note(world: ScenarioBuilder, start:
     assert result["counts"]["cleared"] == len(notes) == 5
     assert all(result["runId"] in n["notetext"] and DEFAULT in n["notetext"] for n in notes)
     assert all(f"Contract 10 ({DEFAULT})" in n["notetext"] for n in notes)  # named, not id only
+
+
+def test_undo_leaves_a_lookup_a_later_run_set_again(world: ScenarioBuilder, start: Any) -> None:
+    """Run A assigns, a billing admin clears the lookup, run B assigns the same contract: the
+    lookup is B's now, and undoing A must not clear it."""
+    box = start(tenant(world).scenario())
+    services = services_for(box)
+    first = services.sync(SyncRequest()).run_id
+    dv = services.dataverse
+    dv.clear_lookup(SUBS, KEPT, "work365_BillingContract", etag=etag_of(box, KEPT))
+    second = services.sync(SyncRequest()).to_json()
+    assert [d["recordId"] for d in second["subscriptions"] if d["action"] == "assign"] == [KEPT]
+    assert contract_of(box, KEPT) == DEFAULT
+
+    result = undo(services, first, apply=True)
+
+    item = by_record(result)[KEPT]
+    assert (item["result"], item["why"], item["reassignedBy"]) == (
+        "skipped",
+        "reassigned-by",
+        second["runId"],
+    )
+    assert second["runId"] in item["message"]
+    assert contract_of(box, KEPT) == DEFAULT  # B's write stands
+    assert contract_of(box, EDITED) is None  # still A's: cleared
+    again = undo(services, second["runId"], apply=True)  # B's own undo clears it
+    assert by_record(again)[KEPT]["result"] == "cleared"
+    assert contract_of(box, KEPT) is None
+
+
+def test_an_undo_item_shows_both_etags_when_the_record_changed_since_the_write(
+    world: ScenarioBuilder, start: Any
+) -> None:
+    box = start(tenant(world).scenario())
+    services = services_for(box)
+    run_id = services.sync(SyncRequest()).run_id
+    [journal] = load_journals(services.run_store(), run_id)
+    written = next(e["etagAfter"] for e in journal.entries if e["recordId"] == EDITED)
+    services.dataverse.update(SUBS, EDITED, {"work365_name": "x"}, etag=etag_of(box, EDITED))
+
+    items = by_record(undo(services, run_id))
+
+    assert (items[EDITED]["etagAfter"], items[EDITED]["etagNow"]) == (
+        written,
+        etag_of(box, EDITED),
+    )
+    assert written != etag_of(box, EDITED)
+    assert "etagNow" not in items[KEPT]  # untouched since the write: nothing to show

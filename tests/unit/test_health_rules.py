@@ -76,3 +76,13 @@ def test_a_credential_expiring_within_7_days_is_a_reason() -> None:
     soon = CredentialExpiry("the client secret of app x", "S", NOW + timedelta(days=7), "renew")
     later = CredentialExpiry("the client secret of app y", "T", NOW + timedelta(days=8), "renew")
     assert codes(RunFacts([a_run("succeeded", HOUR)]), (soon, later)) == ["credential-expiring"]
+
+
+def test_a_records_run_is_no_sync_run() -> None:
+    """An event's run (mode records) neither stands for the sync's success nor its failure."""
+    event = {**a_run("succeeded", timedelta(minutes=5), "event"), "mode": "records"}
+    verdict = judge(RunFacts([event, a_run("succeeded", 9 * 24 * HOUR, "sync")]), NOW, HOUR, ())
+    assert [r["code"] for r in verdict.reasons] == ["last-success-too-old"]
+    assert verdict.last_run is not None and verdict.last_run["runId"] == "sync"
+    failed_event = {**a_run("failed", timedelta(minutes=5), "event"), "mode": "records"}
+    assert codes(RunFacts([failed_event, a_run("succeeded", HOUR)])) == []

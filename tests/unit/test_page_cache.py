@@ -1,6 +1,7 @@
 """The report a signed report link shows is kept KEEP_MINUTES per run (operations/page_cache.py):
 the opens within that time read nothing, the first after it reads the tenant again; a failed
-read is never kept; a run store that fails costs a read, never the page."""
+read is kept FAILED_KEEP_SECONDS; an open while another worker reads (its claim) waits for that
+report, else answers None; a run store that fails costs a read, never the page."""
 
 from __future__ import annotations
 
@@ -12,7 +13,17 @@ import pytest
 
 from work365_fn.adapters.storage import FileRunStore
 from work365_fn.errors import ConfigError
-from work365_fn.operations.page_cache import DOCUMENT, KEEP_MINUTES, PageCache
+from work365_fn.operations.page_cache import (
+    BUILDING,
+    DOCUMENT,
+    FAILED_KEEP_SECONDS,
+    FAILED_MESSAGE,
+    KEEP_MINUTES,
+    WAIT_SECONDS,
+    PageCache,
+    anonymous_view,
+)
+from work365_fn.rules.timestamps import format_timestamp
 
 RUN = "0f0e0d0c-0b0a-4908-8706-050403020100"
 OTHER_RUN = "1f0e0d0c-0b0a-4908-8706-050403020100"
@@ -86,15 +97,112 @@ def test_a_clock_that_went_back_reads_again(tmp_path: Path, clock: Clock) -> Non
     assert reads.count == 2
 
 
-def test_a_failed_read_is_never_kept(tmp_path: Path, clock: Clock) -> None:
+def test_a_failed_read_is_kept_a_minute_not_five(tmp_path: Path, clock: Clock) -> None:
+    cache, reads = PageCache(FileRunStore(tmp_path), clock), Reads(status="failed")
+
+    cache.report(RUN, reads)
+    clock.now += timedelta(seconds=FAILED_KEEP_SECONDS) - timedelta(seconds=1)
+    within = cache.report(RUN, reads)
+    clock.now += timedelta(seconds=1)
+    after = cache.report(RUN, reads)
+
+    assert (within, after) == (
+        {"status": "failed", "runId": "read-1"},
+        {"status": "failed", "runId": "read-2"},
+    )
+
+
+def claimed(store: FileRunStore, since: datetime) -> None:
+    """Another worker is reading the tenant for RUN since `since`."""
+    assert store.put_new(RUN, BUILDING, {"since": format_timestamp(since)})
+
+
+def test_an_open_while_another_worker_reads_waits_then_answers_none(
+    tmp_path: Path, clock: Clock
+) -> None:
+    store, sleeps = FileRunStore(tmp_path), []
+    claimed(store, START)
+    cache, reads = PageCache(store, clock, sleep=sleeps.append), Reads()
+
+    assert cache.report(RUN, reads) is None
+
+    assert reads.count == 0
+    assert sum(sleeps) == WAIT_SECONDS
+    assert store.get(RUN, BUILDING) is not None  # the other worker's claim is left alone
+
+
+def test_an_open_shows_the_report_another_worker_keeps_while_it_waits(
+    tmp_path: Path, clock: Clock
+) -> None:
     store = FileRunStore(tmp_path)
-    cache, reads = PageCache(store, clock), Reads(status="failed")
+    claimed(store, START)
+    kept = {"builtAt": format_timestamp(START), "report": {"status": "succeeded", "runId": "w2"}}
+    cache, reads = PageCache(store, clock, sleep=lambda _: store.put(RUN, DOCUMENT, kept)), Reads()
 
-    cache.report(RUN, reads)
-    cache.report(RUN, reads)
+    assert cache.report(RUN, reads) == {"status": "succeeded", "runId": "w2"}
+    assert reads.count == 0
 
-    assert reads.count == 2
-    assert store.get(RUN, DOCUMENT) is None
+
+def test_a_stale_claim_is_taken_over_and_removed_after_the_read(
+    tmp_path: Path, clock: Clock
+) -> None:
+    store = FileRunStore(tmp_path)
+    claimed(store, START - timedelta(minutes=3))  # a worker that died while reading
+    cache, reads = PageCache(store, clock, building=timedelta(minutes=2)), Reads()
+
+    assert cache.report(RUN, reads) == {"status": "succeeded", "runId": "read-1"}
+    assert store.get(RUN, BUILDING) is None
+
+
+def test_a_read_that_raises_leaves_no_claim_and_no_lock(tmp_path: Path, clock: Clock) -> None:
+    store = FileRunStore(tmp_path)
+    cache = PageCache(store, clock)
+
+    def broken() -> dict[str, Any]:
+        raise RuntimeError("bug")
+
+    with pytest.raises(RuntimeError):
+        cache.report(RUN, broken)
+
+    assert store.get(RUN, BUILDING) is None
+    assert cache.report(RUN, Reads())["runId"] == "read-1"  # the next open reads at once
+
+
+def test_an_open_that_cannot_get_the_worker_lock_in_time_answers_none(
+    tmp_path: Path, clock: Clock
+) -> None:
+    cache, reads = PageCache(FileRunStore(tmp_path), clock, wait_seconds=0), Reads()
+    inside: list[dict[str, Any] | None] = []
+
+    def read_while_another_open_comes() -> dict[str, Any]:
+        inside.append(cache.report(RUN, reads))  # the same worker, the same link, meanwhile
+        return reads()
+
+    cache.report(RUN, read_while_another_open_comes)
+
+    assert inside == [None] and reads.count == 1
+
+
+@pytest.mark.parametrize(
+    ("report", "shown"),
+    [
+        ({"status": "succeeded", "errors": []}, {"status": "succeeded", "errors": []}),
+        (
+            {"status": "failed", "runId": "r1", "errors": [{"message": "upstream secret text"}]},
+            {
+                "status": "failed",
+                "runId": "r1",
+                "errors": [],
+                "warnings": [FAILED_MESSAGE.format(run_id="r1")],
+            },
+        ),
+    ],
+    ids=["succeeded", "failed"],
+)
+def test_a_link_shows_no_upstream_text_of_a_failed_read(
+    report: dict[str, Any], shown: dict[str, Any]
+) -> None:
+    assert anonymous_view(report) == shown
 
 
 class BrokenStore(FileRunStore):

@@ -144,6 +144,15 @@ class DataverseClient:
             audit_page_size=self.audit_page_size,
         )
 
+    def for_probe(self, timeout: tuple[float, float]) -> DataverseClient:
+        """The same client over `Transport.for_probe`: one attempt, a short timeout."""
+        return DataverseClient(
+            self.org_url,
+            self._transport.for_probe(timeout),
+            page_size=self._page_size,
+            audit_page_size=self.audit_page_size,
+        )
+
     # ---- reads -----------------------------------------------------------------------------
 
     def _read_headers(self, *, paged: bool = False, formatted: bool = False) -> dict[str, str]:

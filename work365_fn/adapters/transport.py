@@ -334,6 +334,17 @@ class Transport:
         clone._retry = retry
         return clone
 
+    def for_probe(self, timeout: tuple[float, float]) -> Transport:
+        """The same session and tokens for a health probe (`GET /api/health?deep=true`): one
+        attempt, a short (connect, read) timeout, and no rate limiter, so nothing waits out a
+        pause: a 429 (or a 503 with Retry-After) comes back at once as ThrottledError, for the
+        probe to report. The sync's own calls keep their retries and limiter."""
+        clone = copy.copy(self)
+        clone._retry = RetryPolicy(1, sum(timeout), self._retry.sleep)
+        clone._timeout = timeout
+        clone.limiter = None
+        return clone
+
     def send(
         self,
         method: str,

@@ -40,7 +40,7 @@ from work365_fn.operations.inputs import BadRequest, boolean, guid_list, optiona
 from work365_fn.operations.notes import NoteContext, note_for_write
 from work365_fn.operations.reader import ReaderDeps, ReadOptions, read_tenant
 from work365_fn.operations.run_documents import BACKFILL_JOURNAL, Journal, JournalNotFoundError
-from work365_fn.operations.undo import UndoDeps, UndoRequest, run_undo
+from work365_fn.operations.undo import UndoDeps, UndoRequest, note_assigners, run_undo
 from work365_fn.rules import Action, Decision, Reason, World, decide_for_record, plan
 from work365_fn.rules.fixes import billing_references_fix
 from work365_fn.rules.model import AssociationSetting, PcSubscription, SubscriptionRecord, norm_id
@@ -313,6 +313,7 @@ def _write(writing: _Writing, bf: BackfillPlan, item: Item) -> None:
             }
         )
         try:
+            note_assigners(journal.store, bf.run_id, [record.id], journal.clock)
             etag = _assign(writing, bf, item, record)
         except ConflictError:
             journal.update(entry, state="conflict")

@@ -10,6 +10,10 @@ Unhealthy (each a reason `{"code", "message"}`; the codes are stable, for alert 
   gap ago (the timer stopped, or every run since failed);
 - `credential-expiring`: a credential expires within `FAIL_DAYS` days (rules/expiry.py).
 
+Only sync runs count (`SYNC_MODES`: the timer's, `POST /api/sync`, a queued or fanned-out run):
+a records run (`POST /api/records`, the Dataverse webhook) decides a few records, it says nothing
+about the timer, so an event burst never stands for a sync that stopped.
+
 A success is a run that wrote and finished, `succeeded` or `partial` (some customers failed and
 wait for the next run), the same definition as infra/alerts/no-success.kql. The settings, the
 run store and the deep checks add their own reasons where they are read (operations/health.py).
@@ -26,6 +30,9 @@ from work365_fn.rules.expiry import CredentialExpiry, expiry_failures
 from work365_fn.rules.timestamps import format_timestamp, parse_timestamp
 
 SUCCESS_STATUSES = ("succeeded", "partial")
+# The modes a sync run's summary carries (operations/incremental.py: Mode; `auto` resolves to one
+# of the others before the summary is written, kept for safety). Not "records".
+SYNC_MODES = frozenset({"full", "incremental", "auto"})
 MAX_AGE_PERIODS = 2  # the last success may be this many schedule periods old
 
 
@@ -60,6 +67,11 @@ def is_success(run: Mapping[str, Any]) -> bool:
     return run.get("status") in SUCCESS_STATUSES and run.get("dryRun") is not True
 
 
+def is_sync_run(run: Mapping[str, Any]) -> bool:
+    """A run of the sync (any of SYNC_MODES), not a records run."""
+    return run.get("mode") in SYNC_MODES
+
+
 def run_moment(run: Mapping[str, Any]) -> datetime | None:
     """When a run ended (its start when the end is not recorded)."""
     return parse_timestamp(str(run.get("finishedAt") or "")) or parse_timestamp(
@@ -74,7 +86,7 @@ def judge(
     expiries: Sequence[CredentialExpiry],
 ) -> Verdict:
     """The reasons the sync is unhealthy at `now` ([] when healthy)."""
-    runs = [r for r in facts.runs if r.get("dryRun") is not True]
+    runs = [r for r in facts.runs if r.get("dryRun") is not True and is_sync_run(r)]
     last_run = runs[0] if runs else None
     last_success = next((r for r in runs if is_success(r)), None)
     success_at = run_moment(last_success) if last_success else None

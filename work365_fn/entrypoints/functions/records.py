@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -47,6 +48,8 @@ log = logging.getLogger(__name__)
 # be that long, the `recordIds` body stays under the other endpoints' 64 KiB.
 MAX_EVENT_BYTES = 512 * 1024
 EVENT_KEYS = ("MessageName", "PrimaryEntityName")
+# A message's or table's logical name (they go into log lines and the summary's warnings).
+LOGICAL_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
 MESSAGES = ("Create", "Update")
 RETRY_AFTER_SECONDS = 30  # a 503 without a Retry-After from upstream
 # Dataverse waits 60 s for a webhook's answer: no record is read, and no write batch starts,
@@ -77,28 +80,46 @@ def is_event(body: Mapping[str, Any]) -> bool:
 def parse_event(body: Mapping[str, Any], headers: Mapping[str, str]) -> DataverseEvent:
     """The documented `RemoteExecutionContext` (MessageName, PrimaryEntityName,
     PrimaryEntityId; the headers x-ms-dynamics-*): BadRequest naming the field when one has
-    the wrong type. A `PrimaryEntityId` that is not a GUID gives `record_id` None."""
+    the wrong type, or when a name is not a logical name (they are logged: a name with a line
+    break in it would forge log lines). A `PrimaryEntityId` that is not a GUID gives
+    `record_id` None. The headers are cut short and their control characters dropped."""
     fields: dict[str, str] = {}
     for key in ("MessageName", "PrimaryEntityName", "PrimaryEntityId"):
         value = body.get(key)
         if not isinstance(value, str) or not value:
             raise BadRequest(key, f"'{key}' must be a non-empty string (a Dataverse webhook body)")
+        if key != "PrimaryEntityId" and not LOGICAL_NAME.fullmatch(value):
+            raise BadRequest(
+                key, f"'{key}' must be a logical name: a letter, then up to 63 letters, digits or _"
+            )
         fields[key] = value
     lowered = {k.lower(): v for k, v in headers.items()}
     record = fields["PrimaryEntityId"]
+    asked = lowered.get("x-request-id") or lowered.get("x-ms-correlation-request-id") or ""
     return DataverseEvent(
         message=fields["MessageName"],
         table=fields["PrimaryEntityName"].lower(),
         record_id=record.lower() if is_guid(record) else None,
-        organization=str(lowered.get("x-ms-dynamics-organization", ""))[:200],
-        request_id=str(
-            lowered.get("x-request-id") or lowered.get("x-ms-correlation-request-id") or ""
-        )[:100],
+        organization=loggable(lowered.get("x-ms-dynamics-organization", ""), 200),
+        request_id=loggable(asked, 100),
     )
 
 
+def loggable(value: object, limit: int) -> str:
+    """A header value fit for a log line: no control (or other unprintable) character, at most
+    `limit` characters."""
+    return "".join(c for c in str(value)[: limit * 2] if c.isprintable())[:limit]
+
+
 def _payload(req: func.HttpRequest) -> tuple[dict[str, Any], int]:
-    return json_object(req, MAX_EVENT_BYTES), len(req.get_body() or b"")
+    """The body as an object. Only a webhook's may be over MAX_BODY_BYTES: a longer body that
+    does not even name a webhook's keys is a 413 before it is parsed. The keys are looked for
+    in the whole body (a byte search, far cheaper than parsing): Dataverse writes
+    `InputParameters`, the whole Target row, before `MessageName`."""
+    raw = req.get_body() or b""
+    if len(raw) > MAX_BODY_BYTES and not any(f'"{k}"'.encode() in raw for k in EVENT_KEYS):
+        raise BadRequest("body", f"the body is over {MAX_BODY_BYTES} bytes", status=413)
+    return json_object(req, MAX_EVENT_BYTES), len(raw)
 
 
 def records_http(req: func.HttpRequest, services: ServicesFactory) -> func.HttpResponse:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -35,6 +36,17 @@ def error_response(
     body.update(extra)
     headers = {"x-ms-correlation-id": run_id} if run_id else None
     return json_response(status, body, headers)
+
+
+MISCONFIGURED = "the service is misconfigured; see its logs"
+
+
+def misconfigured_response(exc: Exception, run_id: str, log: logging.Logger) -> func.HttpResponse:
+    """500 for a caller without the function key (a signed link): the setting to fix is named in
+    the log line, never to the caller (a configuration error is answered before, or without,
+    proof that the caller may see anything of the app)."""
+    log.error("[run %s] configuration error: %s", run_id, exc)
+    return error_response(500, "configuration", f"{MISCONFIGURED} (run {run_id})", run_id)
 
 
 def summary_response(summary: RunSummary, headers: dict[str, str]) -> func.HttpResponse:

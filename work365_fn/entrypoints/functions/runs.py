@@ -24,6 +24,7 @@ from work365_fn.entrypoints.functions.responses import (
     ServicesFactory,
     error_response,
     json_response,
+    misconfigured_response,
 )
 from work365_fn.errors import ApiError, ConfigError, Work365Error
 from work365_fn.operations.fanout import BATCH_PREFIX, live_fanout
@@ -134,9 +135,8 @@ def run_status_http(req: func.HttpRequest, services: ServicesFactory) -> func.Ht
     try:
         built = services()
         signer = built.link_signer()
-    except ConfigError as exc:
-        log.error("[run %s] configuration error: %s", run_id, exc)
-        return error_response(500, "configuration", str(exc), run_id)
+    except ConfigError as exc:  # anonymous: the setting is named in the log, not to the caller
+        return misconfigured_response(exc, run_id, log)
     verdict = signer.check(run_resource(run_id), req.params.get("sig"))
     if not verdict.valid:
         return _forbidden(run_id, verdict)
