@@ -385,25 +385,17 @@ class DataverseClient:
     # ---- metadata and functions ------------------------------------------------------------
 
     def entity_definition(self, logical_name: str) -> dict[str, Any]:
-        url = (
-            f"{self.api}EntityDefinitions(LogicalName={odata_string(logical_name)})"
-            "?$select=LogicalName,EntitySetName,PrimaryIdAttribute,PrimaryNameAttribute"
+        return self.entity_properties(
+            logical_name,
+            ("LogicalName", "EntitySetName", "PrimaryIdAttribute", "PrimaryNameAttribute"),
         )
-        body = self._transport.send_json("GET", url, headers=self._read_headers())
-        if not isinstance(body, dict):
-            raise InvalidResponseError(SERVICE, 200, "invalid-metadata", logical_name)
-        return body
 
     def _definition_list(self, logical_name: str, part: str, select: str) -> list[dict[str, Any]]:
         url = (
             f"{self.api}EntityDefinitions(LogicalName={odata_string(logical_name)})/{part}"
             f"?$select={select}"
         )
-        body = self._transport.send_json("GET", url, headers=self._read_headers())
-        value = body.get("value") if isinstance(body, dict) else None
-        if not isinstance(value, list):
-            raise InvalidResponseError(SERVICE, 200, "invalid-metadata", f"{logical_name}/{part}")
-        return [v for v in value if isinstance(v, dict)]
+        return self._metadata_list(url, f"{logical_name}/{part}")
 
     def entity_definitions(self) -> list[dict[str, Any]]:
         """Every table's names and display label (`check-schema --propose`), in one answer
@@ -414,10 +406,14 @@ class DataverseClient:
             f"{self.api}EntityDefinitions?$select=LogicalName,EntitySetName,PrimaryIdAttribute,"
             "PrimaryNameAttribute,DisplayName"
         )
+        return self._metadata_list(url, "EntityDefinitions")
+
+    def _metadata_list(self, url: str, what: str) -> list[dict[str, Any]]:
+        """A metadata collection (not paged): its `value` objects, or InvalidResponseError."""
         body = self._transport.send_json("GET", url, headers=self._read_headers())
         value = body.get("value") if isinstance(body, dict) else None
         if not isinstance(value, list):
-            raise InvalidResponseError(SERVICE, 200, "invalid-metadata", "EntityDefinitions")
+            raise InvalidResponseError(SERVICE, 200, "invalid-metadata", what)
         return [v for v in value if isinstance(v, dict)]
 
     def entity_properties(self, logical_name: str, properties: Sequence[str]) -> dict[str, Any]:
