@@ -46,11 +46,9 @@ from work365_fn.errors import (
 from work365_fn.logs import RunLog, run_context
 from work365_fn.operations.customer_names import load_customer_names
 from work365_fn.operations.inputs import BadRequest, boolean, guid, guid_list
-from work365_fn.operations.undo import WriteJournal, write_journaled
+from work365_fn.operations.undo import write_decisions
 from work365_fn.operations.writer import (
     DEADLINE_MESSAGE,
-    BatchWriter,
-    WriteLimits,
     refuse_without_notes,
 )
 from work365_fn.rules import Action, Decision, World, decide
@@ -410,27 +408,4 @@ def _write(
     writes = [d for d in decisions if d.action is not Action.NONE]
     if request.dry_run or not writes:
         return decisions
-    writer = BatchWriter(
-        deps.repository,
-        world,
-        deps.bindings(),
-        summary,
-        rlog,
-        WriteLimits(
-            batch_size=deps.batch_size,
-            deadline=deadline,
-            monotonic=deps.monotonic,
-            sleep=deps.sleep,
-            max_throttled=deps.max_attempts,
-        ),
-    )
-    if deps.run_store is None:
-        return writer.write(decisions)
-    journal = WriteJournal(
-        deps.run_store,
-        summary.run_id,
-        deps.bindings().billing_contract_nav,
-        deps.clock,
-        deps.monotonic,
-    )
-    return write_journaled(writer, decisions, journal, summary, deadline)
+    return write_decisions(deps, world, decisions, summary, rlog, deadline)

@@ -40,11 +40,9 @@ from work365_fn.operations.reader import (
     read_account_names,
     read_setting,
 )
-from work365_fn.operations.undo import WriteJournal, write_journaled
+from work365_fn.operations.undo import write_decisions
 from work365_fn.operations.writer import (
     MAX_WRITE_ATTEMPTS,
-    BatchWriter,
-    WriteLimits,
     refuse_without_notes,
 )
 from work365_fn.rules import Action, Decision, Reason, World, plan
@@ -270,32 +268,8 @@ def _plan_and_write(
             "would be made (dry run: nothing written)" if request.dry_run and writes else "planned",
         )
         return decisions
-    writer = BatchWriter(
-        deps.repository,
-        world,
-        deps.bindings(),
-        summary,
-        rlog,
-        WriteLimits(
-            batch_size=deps.batch_size,
-            deadline=_write_deadline(deadline, request.budget_seconds),
-            monotonic=deps.monotonic,
-            sleep=deps.sleep,
-            max_throttled=deps.max_attempts,
-        ),
-    )
-    rlog.info("writing %d subscriptions in batches of %d", len(writes), writer.batch_size)
-    if deps.run_store is None:  # no run store, no journal: nothing to undo this run with
-        return writer.write(decisions)
-    journal = WriteJournal(
-        deps.run_store,
-        summary.run_id,
-        deps.bindings().billing_contract_nav,
-        deps.clock,
-        deps.monotonic,
-    )
     write_deadline = _write_deadline(deadline, request.budget_seconds)
-    return write_journaled(writer, decisions, journal, summary, write_deadline)  # undo.py
+    return write_decisions(deps, world, decisions, summary, rlog, write_deadline)  # undo.py
 
 
 def _customer_names(

@@ -31,7 +31,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from work365_fn.adapters.dataverse_metadata import SubscriptionBindings
 from work365_fn.adapters.dataverse_repository import Repository
@@ -47,8 +47,8 @@ from work365_fn.operations.run_documents import (
     load_journals,
     new_journal_name,
 )
-from work365_fn.operations.writer import BatchWriter
-from work365_fn.rules import Action, Decision, Reason
+from work365_fn.operations.writer import BatchWriter, WriteLimits
+from work365_fn.rules import Action, Decision, Reason, World
 from work365_fn.rules.model import SubscriptionRecord, norm_id
 from work365_fn.rules.summary import RunSummary
 from work365_fn.rules.timestamps import format_timestamp
@@ -174,6 +174,68 @@ class WriteJournal:
     navigation: str
     clock: Callable[[], datetime]
     monotonic: Callable[[], float] = time.monotonic
+
+
+class WritingDeps(Protocol):
+    """What a run that writes decisions needs (SyncDeps and RecordsDeps both have it)."""
+
+    @property
+    def repository(self) -> Repository: ...
+    @property
+    def bindings(self) -> Callable[[], SubscriptionBindings]: ...
+    @property
+    def clock(self) -> Callable[[], datetime]: ...
+    @property
+    def monotonic(self) -> Callable[[], float]: ...
+    @property
+    def sleep(self) -> Callable[[float], None]: ...
+    @property
+    def batch_size(self) -> int: ...
+    @property
+    def max_attempts(self) -> int: ...
+    @property
+    def run_store(self) -> RunStore | None: ...
+
+
+def write_decisions(
+    deps: WritingDeps,
+    world: World,
+    decisions: Sequence[Decision],
+    summary: RunSummary,
+    rlog: RunLog,
+    deadline: float | None,
+) -> list[Decision]:
+    """The writes of a run (sync or records): `$batch`es with If-Match (and notes), journaled
+    for undo when there is a run store; without one, nothing to undo the run with."""
+    writer = BatchWriter(
+        deps.repository,
+        world,
+        deps.bindings(),
+        summary,
+        rlog,
+        WriteLimits(
+            batch_size=deps.batch_size,
+            deadline=deadline,
+            monotonic=deps.monotonic,
+            sleep=deps.sleep,
+            max_throttled=deps.max_attempts,
+        ),
+    )
+    rlog.info(
+        "writing %d subscriptions in batches of %d",
+        sum(1 for d in decisions if d.action is not Action.NONE),
+        writer.batch_size,
+    )
+    if deps.run_store is None:
+        return writer.write(list(decisions))
+    journal = WriteJournal(
+        deps.run_store,
+        summary.run_id,
+        deps.bindings().billing_contract_nav,
+        deps.clock,
+        deps.monotonic,
+    )
+    return write_journaled(writer, decisions, journal, summary, deadline)
 
 
 def write_journaled(
